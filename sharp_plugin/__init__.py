@@ -1,0 +1,35 @@
+"""sharp-serve's vLLM plugin: ShaRP visual-token pruning for video LLMs.
+
+`register()` is the `vllm.general_plugins` entry point. vLLM calls it in every process
+(API server, engine core, workers), possibly more than once, so it is idempotent and
+imports vLLM lazily. The pure algorithm lives in `sharp_plugin.core` and needs no vLLM.
+"""
+
+from __future__ import annotations
+
+# Architecture name -> lazy "module:Class" (registered without importing the model).
+ARCHITECTURES = {
+    "SharpQwen2_5_VLForConditionalGeneration": (
+        "sharp_plugin.vllm.qwen2_5_vl:SharpQwen2_5_VLForConditionalGeneration"
+    ),
+}
+
+WORKER_EXTENSION = "sharp_plugin.vllm.reports.SharpWorkerExtension"
+
+_registered = False
+
+
+def register() -> None:
+    global _registered
+    if _registered:
+        return
+    from vllm import ModelRegistry
+
+    from sharp_plugin.vllm.patches import apply_patches
+
+    apply_patches()
+    supported = set(ModelRegistry.get_supported_archs())
+    for arch, target in ARCHITECTURES.items():
+        if arch not in supported:
+            ModelRegistry.register_model(arch, target)
+    _registered = True

@@ -1,0 +1,25 @@
+"""Turning a budget into kept indices. Every function returns indices in ascending
+(original) order, so the kept tokens keep their order in the prompt."""
+
+from __future__ import annotations
+
+import torch
+
+
+def uniform_indices(num_tokens: int, k: int) -> torch.Tensor:
+    """k evenly spaced tokens, each the centre of its 1/k slice. # [k] long
+
+    Integer arithmetic: floor((2i + 1) * N / 2k) is strictly increasing for k <= N.
+    """
+    i = torch.arange(k)
+    return ((2 * i + 1) * num_tokens) // (2 * k)
+
+
+def random_indices(num_tokens: int, k: int, seed: int) -> torch.Tensor:
+    """k tokens drawn without replacement from a generator seeded per request. # [k] long"""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_tokens, generator=generator)[:k].sort().values
+
+
+def in_original_order(indices: torch.Tensor) -> torch.Tensor:
+    return indices.sort().values

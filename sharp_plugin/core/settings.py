@@ -1,0 +1,101 @@
+"""The pruning settings: one schema, shared by the plugin, the server and the YAML configs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Method = Literal["none", "sharp", "fastv", "uniform", "random"]
+Debias = Literal["off", "black", "mean"]
+Calibration = Literal["subtract", "divide"]
+
+# Methods that need the scoring pass (the model's own first K decoder layers).
+SCORING_METHODS: frozenset[str] = frozenset({"sharp", "fastv"})
+
+
+class SharpSettingsError(ValueError):
+    """Invalid pruning settings. `field` names the offending field (dotted for nested)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class SharpSettings(BaseModel):
+    """Per-request ShaRP settings (see docs/method.md for what each switch does).
+
+    Strict types: a string where a number is expected is refused, not coerced, so a
+    client bug surfaces as a 4xx naming the field instead of a silently different run.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    method: Method = "none"
+    retention: float = Field(1.0, gt=0.0, le=1.0)
+    prune_layer: int = Field(2, ge=0)
+    # Width of a segment in temporal groups (Qwen: 2 frames per group); 0 turns masking off.
+    segment_frames: int = Field(4, ge=0)
+    debias: Debias = "black"
+    calibration: Calibration = "subtract"
+    lam: float = Field(1.0, ge=0.0)
+    # Cosine similarity at or above which a token counts as a duplicate; 1.0 turns dedup off.
+    dedup_threshold: float = Field(0.9, gt=0.0, le=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _finite(self) -> SharpSettings:
+        for name in ("retention", "lam", "dedup_threshold"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite")
+        return self
+
+    # -- derived views -------------------------------------------------------------
+    @property
+    def prunes(self) -> bool:
+        """True when this request may drop tokens at all."""
+        return self.method != "none" and self.retention < 1.0
+
+    @property
+    def needs_scoring_pass(self) -> bool:
+        return self.prunes and self.method in SCORING_METHODS
+
+    def effective(self) -> SharpSettings:
+        """The switches that actually apply: `fastv` is the scoring pass with masking,
+        debiasing and dedup all off, whatever the request said about them."""
+        if self.method == "fastv":
+            return self.model_copy(update={"segment_frames": 0, "debias": "off", "dedup_threshold": 1.0})
+        return self
+
+    def check_for_model(self, num_decoder_layers: int) -> None:
+        """Checks that need the model: the scoring layer must exist."""
+        if self.needs_scoring_pass and self.prune_layer >= num_decoder_layers:
+            raise SharpSettingsError(
+                f"sharp.prune_layer: must be smaller than the model's {num_decoder_layers} "
+                f"decoder layers, got {self.prune_layer}",
+                field="prune_layer",
+            )
+
+
+def parse_settings(
+    request: dict[str, Any] | None,
+    defaults: dict[str, Any] | None = None,
+    *,
+    num_decoder_layers: int | None = None,
+) -> SharpSettings:
+    """Merge engine-wide defaults with the request (request wins) and validate.
+
+    Raises SharpSettingsError whose message starts with `sharp.<field>:`.
+    """
+    merged: dict[str, Any] = {**(defaults or {}), **(request or {})}
+    try:
+        settings = SharpSettings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        where = f"sharp.{field}" if field else "sharp"
+        raise SharpSettingsError(f"{where}: {first['msg']}", field=field) from None
+    if num_decoder_layers is not None:
+        settings.check_for_model(num_decoder_layers)
+    return settings

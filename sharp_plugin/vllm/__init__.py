@@ -1,0 +1,1 @@
+"""vLLM glue: thin, pinned to vLLM 0.32 (see docs/patches.md for every patch)."""

@@ -1,0 +1,96 @@
+"""M-RoPE positions of kept tokens, carried through vLLM's multimodal-pruning plumbing.
+
+vLLM's runner (with pruning enabled) expects each item embedding to carry its positions
+in extra trailing channels, which `recompute_mrope_positions` strips and writes into the
+prompt's position table. Stock EVS appends 4 channels [t, h, w, W] in the model dtype;
+that has three faults we fix here (measured in docs/vllm-plumbing.md, section E):
+
+- bf16 holds integers exactly only up to 256, so t = 257 became 256. We split every
+  value into a base-256 (hi, lo) pair: 8 channels, exact up to 65535 in bf16.
+- The text after the video must continue at max(t, h, w) + 1 like stock Qwen2.5-VL
+  (HF FastV keeps unpruned positions, so does ShaRP), not at W like EVS.
+- The temporal index uses the float seconds-per-grid, as stock positions do, not a
+  truncated integer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+NUM_CHANNELS = 8
+_BASE = 256
+
+
+def grid_positions(t: int, h: int, w: int, t_scale: float) -> np.ndarray:
+    """Stock M-RoPE (t, h, w) of a merged t x h x w grid, from 0. # [3, N] int64
+
+    t_scale = seconds_per_grid * tokens_per_second (1.0 for images); the temporal
+    index is truncated after scaling, exactly as stock Qwen2.5-VL does.
+    """
+    grid = np.indices((t, h, w))
+    if t_scale != 1.0:
+        grid[0] = (grid[0] * t_scale).astype(np.int64)
+    return grid.reshape(3, -1)
+
+
+def media_positions(grid_thw: Sequence[int], spatial_merge_size: int, t_scale: float) -> torch.Tensor:
+    """grid_positions of an unmerged (t, h, w) grid, one row per token. # [N, 3] long"""
+    t, h, w = (int(v) for v in grid_thw)
+    merged = grid_positions(t, h // spatial_merge_size, w // spatial_merge_size, t_scale)
+    return torch.from_numpy(merged.T.copy())
+
+
+def encode_kept(embeddings: torch.Tensor, item_positions: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Embeddings of the kept rows, with their original positions appended.
+
+    embeddings # [N, D] of the whole item; item_positions # [N, 3]; kept # [k] ascending.
+    Returns # [k, D + 8]. The offset for the following text is computed on the whole
+    item so it does not depend on which tokens survived.
+    """
+    kept_positions = item_positions[kept]  # [k, 3]
+    next_text = int(item_positions.max()) + 1 if item_positions.numel() else 0
+    values = torch.cat(
+        [kept_positions, torch.full((kept.numel(), 1), next_text, dtype=torch.long)], dim=1
+    )  # [k, 4]
+    hi, lo = values // _BASE, values % _BASE
+    channels = torch.stack([hi, lo], dim=2).reshape(kept.numel(), NUM_CHANNELS)
+    kept_rows = embeddings[kept.to(embeddings.device)]
+    return torch.cat([kept_rows, channels.to(device=embeddings.device, dtype=embeddings.dtype)], 1)
+
+
+def decode(with_channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split into (embeddings # [k, D], positions # [4, k] long: t, h, w, next-text offset)."""
+    channels = with_channels[:, -NUM_CHANNELS:].round().long().view(-1, 4, 2)
+    values = channels[:, :, 0] * _BASE + channels[:, :, 1]  # [k, 4]
+    return with_channels[:, :-NUM_CHANNELS], values.T.contiguous()
+
+
+def prompt_positions_with_pruned_media(
+    num_tokens: int, media: Iterable[tuple[int, int, np.ndarray]]
+) -> tuple[torch.Tensor, int]:
+    """Initial M-RoPE table for a prompt whose media placeholders may be shorter than
+    their grids. # [3, L] long, and the decode delta.
+
+    `media` yields (offset, placeholder_length, grid_positions [3, N]) sorted by offset.
+    Stock code advances by the full grid per item, so after a pruned first video the
+    next text length goes negative and crashes. Here the placeholder rows get the first
+    grid positions (the runner overwrites them with the kept ones) and the text after an
+    item continues at the grid's max + 1, as in stock.
+    """
+    parts: list[np.ndarray] = []
+    start, next_position = 0, 0
+    for offset, length, grid in media:
+        text_len = offset - start
+        parts.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + next_position)
+        shifted = grid + next_position + text_len
+        parts.append(shifted[:, :length])
+        next_position = int(shifted.max()) + 1
+        start = offset + length
+    if start < num_tokens:
+        text_len = num_tokens - start
+        parts.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + next_position)
+    table = np.concatenate(parts, axis=1).reshape(3, -1)
+    return torch.from_numpy(table.copy()), int(table.max()) + 1 - num_tokens

@@ -1,0 +1,277 @@
+"""Frontend side of the plugin: runs where vLLM processes multimodal inputs (the API
+server or `LLM` process), before the engine core.
+
+Per request, `mm_processor_kwargs={"sharp": {...}}` carries the settings. Here they are
+merged with the engine-wide defaults, validated (before any media work), and turned into
+per-video fields that travel with the item to `embed_multimodal`:
+
+- `sharp_item`: JSON (as uint8) with the settings, the item's mm_hash, N and k;
+- `sharp_prefix_ids` / `sharp_suffix_ids`: the prompt text around the video;
+- `sharp_black_pixels`: one patch row of an all-black frame, as this model's processor
+  normalises it (the worker builds the black-video prior from it).
+
+Every field is a pure function of the item's mm_hash, and the hash covers exactly what
+changes the selection, so the processor, encoder and prefix caches can never serve a
+stale selection (see `item_identity`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+from vllm.logger import init_logger
+from vllm.multimodal.hasher import MultiModalHasher
+from vllm.multimodal.inputs import MultiModalFieldConfig
+from vllm.multimodal.processing import PromptReplacement
+
+from sharp_plugin.core import SharpSettings, kept_count, parse_settings
+from sharp_plugin.core.settings import SharpSettingsError
+
+from .reports import FRONTEND_RECORDS
+
+logger = init_logger(__name__)
+
+SHARP_KWARG = "sharp"
+# Keys of the request's `sharp` dict that are not settings and never change a selection.
+REPORT_ID_KEY = "report_id"
+# Private keys this module adds to the `sharp` dict on its way through vLLM.
+_ITEMS, _HASHES, _SETTINGS = "_items", "_hashes", "_settings"
+
+ITEM_FIELDS = ("sharp_item", "sharp_prefix_ids", "sharp_suffix_ids", "sharp_black_pixels")
+
+
+def strip_sharp(kwargs: Mapping[str, object]) -> dict[str, object]:
+    """Never let `sharp` reach Hugging Face: every distinct value builds another cached
+    HF processor, and a list inside it crashes that cache (unhashable type: 'list')."""
+    return {k: v for k, v in kwargs.items() if k != SHARP_KWARG}
+
+
+def item_identity(settings: SharpSettings, prefix: Sequence[int], suffix: Sequence[int]) -> dict:
+    """What the selection of one video depends on, besides its pixels.
+
+    Only the scoring methods read the prompt text; `none` and retention 1.0 keep
+    everything, so those items share cache entries with each other and across questions.
+    """
+    if not settings.prunes:
+        return {}
+    identity: dict[str, Any] = {"settings": settings.effective().model_dump()}
+    if settings.needs_scoring_pass:
+        identity["prefix"] = list(prefix)
+        identity["suffix"] = list(suffix)
+    return identity
+
+
+def canonical_settings(settings: SharpSettings) -> SharpSettings:
+    """Items that prune nothing all carry the same settings, so identical pixels give
+    identical fields whatever else the request said."""
+    return settings if settings.prunes else SharpSettings()
+
+
+class SharpProcessingInfoMixin:
+    """Mix in before the family's ProcessingInfo."""
+
+    def get_hf_processor(self, **kwargs: object):
+        return super().get_hf_processor(**strip_sharp(kwargs))
+
+    def get_sharp_defaults(self) -> dict[str, Any]:
+        """Engine-wide defaults: `sharp_defaults` in the HF config (config.json, or
+        `--hf-overrides '{"sharp_defaults": {...}}'`). Per-request values win."""
+        return dict(getattr(self.get_hf_config(), "sharp_defaults", None) or {})
+
+    def get_num_decoder_layers(self) -> int:
+        return int(self.get_hf_config().get_text_config().num_hidden_layers)
+
+
+class SharpProcessorMixin:
+    """Mix in before the family's multimodal processor. The family provides
+    `video_token_id`, `vision_end_token_id` and `spatial_merge_size` via the HF config."""
+
+    # ---- request settings and the text around each video -------------------------
+    def get_dummy_inputs(self, *args, **kwargs):
+        """Memory profiling must see the largest placeholder count, so dummy inputs
+        never prune, whatever the engine-wide defaults say."""
+        inputs = super().get_dummy_inputs(*args, **kwargs)
+        kwargs_with_none = {**inputs.hf_processor_mm_kwargs, SHARP_KWARG: {"method": "none"}}
+        return replace(inputs, hf_processor_mm_kwargs=kwargs_with_none)
+
+    def apply(self, inputs, timing_ctx):
+        request = inputs.hf_processor_mm_kwargs.get(SHARP_KWARG)
+        if request is not None and not isinstance(request, Mapping):
+            raise SharpSettingsError("sharp: must be an object", field=None)
+        request = dict(request or {})
+        report_id = request.pop(REPORT_ID_KEY, None)
+        settings = parse_settings(
+            request,
+            self.info.get_sharp_defaults(),
+            num_decoder_layers=self.info.get_num_decoder_layers(),
+        )
+        items = self._split_prompt(list(inputs.prompt))
+        if settings.needs_scoring_pass:
+            for item in items:
+                if len(item["suffix"]) <= item["query_from"]:
+                    raise SharpSettingsError(
+                        f"sharp.method: {settings.method!r} scores videos by the text after "
+                        "them, and this prompt has none after a video",
+                        field="method",
+                    )
+        sharp = {_SETTINGS: canonical_settings(settings).model_dump(), _ITEMS: items}
+        inputs = replace(inputs, hf_processor_mm_kwargs={**inputs.hf_processor_mm_kwargs, SHARP_KWARG: sharp})
+        sharp[_HASHES] = self._get_mm_hashes(inputs)  # once; reused by the caching path
+        result = super().apply(inputs, timing_ctx)
+        if report_id is not None:
+            FRONTEND_RECORDS.put(str(report_id), self._frontend_record(settings, items, sharp[_HASHES]))
+        return result
+
+    def _split_prompt(self, prompt: list[int]) -> list[dict[str, Any]]:
+        """Per video placeholder: the text before it and after it, other media dropped.
+
+        Earlier media items are left out of the prefix, so the scoring pass sees the
+        exact prompt positions only when the video is the first media item (the usual
+        single-video chat); later ones still get their own text after them.
+        """
+        config = self.info.get_hf_config()
+        media = {config.video_token_id, config.image_token_id}
+        items, index = [], 0
+        while index < len(prompt):
+            if prompt[index] != config.video_token_id:
+                index += 1
+                continue
+            stop = index
+            while stop < len(prompt) and prompt[stop] == config.video_token_id:
+                stop += 1  # tolerate an already expanded placeholder run
+            prefix = [t for t in prompt[:index] if t not in media]
+            suffix = [t for t in prompt[stop:] if t not in media]
+            query_from = 1 if suffix and suffix[0] == config.vision_end_token_id else 0
+            items.append({"prefix": prefix, "suffix": suffix, "query_from": query_from})
+            index = stop
+        return items
+
+    # ---- caches: the hash covers what changes the selection ------------------------
+    def _get_mm_hashes(self, inputs):
+        sharp = inputs.hf_processor_mm_kwargs.get(SHARP_KWARG)
+        if sharp is None:
+            return super()._get_mm_hashes(inputs)
+        if _HASHES in sharp:
+            return {modality: list(h) for modality, h in sharp[_HASHES].items()}
+        # Content (+ other kwargs, + media_io_kwargs) hashes, without `sharp`: images
+        # pass through untouched, so their cache entries stay shared across settings.
+        hashes = super()._get_mm_hashes(
+            replace(inputs, hf_processor_mm_kwargs=strip_sharp(inputs.hf_processor_mm_kwargs))
+        )
+        settings = SharpSettings.model_validate(sharp[_SETTINGS])
+        items = sharp[_ITEMS]
+        algorithm = self.info.ctx.get_mm_config().mm_hasher_algorithm
+        video_hashes = []
+        for index, content_hash in enumerate(hashes.get("video", [])):
+            item = items[index] if index < len(items) else {"prefix": [], "suffix": []}
+            identity = item_identity(settings, item["prefix"], item["suffix"])
+            video_hashes.append(
+                MultiModalHasher.hash_kwargs(algorithm, video=content_hash, sharp=identity)
+                if identity
+                else content_hash
+            )
+        if video_hashes:
+            hashes["video"] = video_hashes
+        return hashes
+
+    def _get_cache_missing_processor_kwargs(self, inputs, mm_is_cached):
+        kwargs = dict(super()._get_cache_missing_processor_kwargs(inputs, mm_is_cached))
+        sharp = kwargs.get(SHARP_KWARG)
+        if sharp is None:
+            return kwargs
+        missing = [i for i, cached in enumerate(mm_is_cached.get("video", [])) if not cached]
+        sharp = dict(sharp)
+        sharp[_ITEMS] = [sharp[_ITEMS][i] for i in missing]
+        sharp[_HASHES] = {**sharp[_HASHES], "video": [sharp[_HASHES]["video"][i] for i in missing]}
+        kwargs[SHARP_KWARG] = sharp
+        return kwargs
+
+    # ---- HF call and per-item fields ----------------------------------------------
+    def _call_hf_processor(self, hf_data, hf_kwargs):
+        return super()._call_hf_processor(hf_data, strip_sharp(hf_kwargs))
+
+    def _postprocess_hf_mm_data(self, mm_inputs, hf_processor_mm_kwargs, processed):
+        processed = super()._postprocess_hf_mm_data(mm_inputs, hf_processor_mm_kwargs, processed)
+        grid = processed.get("video_grid_thw")
+        if grid is None:
+            return processed
+        sharp = hf_processor_mm_kwargs.get(SHARP_KWARG) or {
+            _SETTINGS: SharpSettings().model_dump(),
+            _ITEMS: [],
+            _HASHES: {},
+        }
+        settings = SharpSettings.model_validate(sharp[_SETTINGS])
+        hashes = sharp.get(_HASHES, {}).get("video", [])
+        items = sharp[_ITEMS]
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        rows, prefixes, suffixes = [], [], []
+        for index, thw in enumerate(grid.tolist()):
+            num_tokens = thw[0] * thw[1] * thw[2] // (merge * merge)
+            item = items[index] if index < len(items) else {"prefix": [], "suffix": [], "query_from": 0}
+            scoring = settings.needs_scoring_pass
+            rows.append(
+                {
+                    "settings": settings.model_dump(),
+                    "mm_hash": hashes[index] if index < len(hashes) else None,
+                    "num_tokens": num_tokens,
+                    "num_kept": kept_count(settings.retention, num_tokens) if settings.prunes else num_tokens,
+                    "query_from": item["query_from"] if scoring else 0,
+                }
+            )
+            prefixes.append(torch.tensor(item["prefix"] if scoring else [], dtype=torch.long))
+            suffixes.append(torch.tensor(item["suffix"] if scoring else [], dtype=torch.long))
+        processed["sharp_item"] = [_to_bytes_tensor(row) for row in rows]
+        processed["sharp_prefix_ids"] = prefixes
+        processed["sharp_suffix_ids"] = suffixes
+        processed["sharp_black_pixels"] = [self._black_patch_row] * len(rows)
+        return processed
+
+    def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs):
+        config = dict(super()._get_mm_fields_config(hf_inputs, strip_sharp(hf_processor_mm_kwargs)))
+        for name in ITEM_FIELDS:
+            if name in hf_inputs:
+                config[name] = MultiModalFieldConfig.batched("video", keep_on_cpu=True)
+        return config
+
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
+        stock = super()._get_prompt_updates(mm_items, strip_sharp(hf_processor_mm_kwargs), out_mm_kwargs)
+        video_token = self.info.get_hf_config().video_token_id
+
+        def kept_placeholders(item_idx: int) -> list[int]:
+            # item_idx indexes out_mm_kwargs, which on the processor-cache path holds
+            # the merged items, so the count comes from the item, not the request.
+            item = out_mm_kwargs["video"][item_idx]
+            return [video_token] * read_item(item["sharp_item"].data)["num_kept"]
+
+        return [u for u in stock if u.modality != "video"] + [
+            PromptReplacement(modality="video", target=[video_token], replacement=kept_placeholders)
+        ]
+
+    @cached_property
+    def _black_patch_row(self) -> torch.Tensor:
+        """One patch row of an all-black video, as this model's video processor
+        normalises it (mean/std, rescale). # [C * T * P * P] float32"""
+        hf_processor = self.info.get_hf_processor()
+        video_processor = hf_processor.video_processor
+        size = video_processor.patch_size * video_processor.merge_size
+        frames = np.zeros((video_processor.temporal_patch_size, size, size, 3), dtype=np.uint8)
+        out = video_processor(videos=[frames], do_sample_frames=False, return_tensors="pt")
+        return out["pixel_values_videos"][0].float().contiguous()
+
+    # ---- the frontend half of the report -------------------------------------------
+    def _frontend_record(self, settings, items, hashes) -> list[dict[str, Any]]:
+        return [{"mm_hash": h, "settings": settings.model_dump()} for h in hashes.get("video", [])]
+
+
+def _to_bytes_tensor(payload: dict) -> torch.Tensor:
+    return torch.frombuffer(bytearray(json.dumps(payload, sort_keys=True).encode()), dtype=torch.uint8)
+
+
+def read_item(tensor: torch.Tensor) -> dict[str, Any]:
+    return json.loads(bytes(tensor.tolist()).decode())

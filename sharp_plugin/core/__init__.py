@@ -2,9 +2,10 @@
 
 from .budget import kept_count
 from .policy import ScoringPass, ScoringResult, Selection, select_tokens
-from .settings import SharpSettings, SharpSettingsError, parse_settings
+from .settings import NO_PRUNING, SharpSettings, SharpSettingsError, parse_settings
 
 __all__ = [
+    "NO_PRUNING",
     "ScoringPass",
     "ScoringResult",
     "Selection",

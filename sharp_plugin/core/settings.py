@@ -32,7 +32,9 @@ class SharpSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    method: Method = "none"
+    # The product's method. A request with no settings at all gets NO_PRUNING instead
+    # (see parse_settings), so stock behaviour stays the default.
+    method: Method = "sharp"
     retention: float = Field(1.0, gt=0.0, le=1.0)
     prune_layer: int = Field(2, ge=0)
     # Width of a segment in temporal groups (Qwen: 2 frames per group); 0 turns masking off.
@@ -78,6 +80,9 @@ class SharpSettings(BaseModel):
             )
 
 
+NO_PRUNING = SharpSettings(method="none")
+
+
 def parse_settings(
     request: dict[str, Any] | None,
     defaults: dict[str, Any] | None = None,
@@ -86,9 +91,13 @@ def parse_settings(
 ) -> SharpSettings:
     """Merge engine-wide defaults with the request (request wins) and validate.
 
+    No settings at all (neither engine defaults nor request) -> NO_PRUNING. Settings that
+    do not name a method mean ShaRP: {"retention": 0.25} prunes.
     Raises SharpSettingsError whose message starts with `sharp.<field>:`.
     """
     merged: dict[str, Any] = {**(defaults or {}), **(request or {})}
+    if not merged:
+        return NO_PRUNING
     try:
         settings = SharpSettings.model_validate(merged)
     except ValidationError as exc:

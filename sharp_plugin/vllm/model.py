@@ -9,6 +9,7 @@ video's grid and time scale are read, how to embed black frames).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from vllm.logger import init_logger
 from vllm.model_executor.models.utils import PPMissingLayer
 from vllm.multimodal.video_prune.evs import recompute_mrope_positions as evs_recompute_positions
 
-from sharp_plugin.core import SharpSettings, select_tokens
+from sharp_plugin.core import NO_PRUNING, SharpSettings, select_tokens
 
 from . import positions
 from .processor import ITEM_FIELDS, read_item
@@ -28,6 +29,10 @@ from .reports import WORKER_REPORTS
 from .scoring_pass import DecoderScoringPass, ItemLayout
 
 logger = init_logger(__name__)
+
+# Increases with every selection this worker runs: a report whose number did not move
+# came from the encoder cache, not a new selection.
+_selection_numbers = itertools.count(1)
 
 _PRIOR_CACHE_ENTRIES = 64
 _BLACK_EMBED_CACHE_ENTRIES = 8
@@ -116,7 +121,7 @@ class SharpModelMixin:
         merge = self._sharp_spatial_merge_size()
         item_positions = positions.media_positions(grid, merge, t_scale)  # [N, 3]
         item = read_item(fields["sharp_item"]) if fields["sharp_item"] is not None else None
-        settings = SharpSettings.model_validate(item["settings"]) if item else SharpSettings()
+        settings = SharpSettings.model_validate(item["settings"]) if item else NO_PRUNING
         started = time.perf_counter()
         scoring_pass = black_prior = None
         if settings.needs_scoring_pass:
@@ -235,4 +240,5 @@ def _report(settings, num_tokens, kept, scoring_ms, grid) -> dict[str, Any]:
         "scoring_ms": scoring_ms,
         "kept_indices": kept.tolist(),
         "grid_thw": list(grid),
+        "selection_number": next(_selection_numbers),
     }

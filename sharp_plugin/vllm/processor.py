@@ -30,7 +30,7 @@ from vllm.multimodal.hasher import MultiModalHasher
 from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement
 
-from sharp_plugin.core import SharpSettings, kept_count, parse_settings
+from sharp_plugin.core import NO_PRUNING, SharpSettings, kept_count, parse_settings
 from sharp_plugin.core.settings import SharpSettingsError
 
 from .reports import FRONTEND_RECORDS
@@ -70,7 +70,7 @@ def item_identity(settings: SharpSettings, prefix: Sequence[int], suffix: Sequen
 def canonical_settings(settings: SharpSettings) -> SharpSettings:
     """Items that prune nothing all carry the same settings, so identical pixels give
     identical fields whatever else the request said."""
-    return settings if settings.prunes else SharpSettings()
+    return settings if settings.prunes else NO_PRUNING
 
 
 class SharpProcessingInfoMixin:
@@ -202,7 +202,7 @@ class SharpProcessorMixin:
         if grid is None:
             return processed
         sharp = hf_processor_mm_kwargs.get(SHARP_KWARG) or {
-            _SETTINGS: SharpSettings().model_dump(),
+            _SETTINGS: NO_PRUNING.model_dump(),
             _ITEMS: [],
             _HASHES: {},
         }

@@ -91,6 +91,7 @@ def join_report(
                 "scoring_ms": decision.get("scoring_ms"),
                 "kept_indices": decision.get("kept_indices"),
                 "grid_thw": decision.get("grid_thw"),
+                "selection_number": decision.get("selection_number"),
             }
         )
     return joined

@@ -9,6 +9,12 @@ def test_no_settings_means_no_pruning():
     assert not settings.prunes
 
 
+def test_settings_without_a_method_mean_sharp():
+    settings = parse_settings({"retention": 0.25})
+    assert (settings.method, settings.prunes) == ("sharp", True)
+    assert parse_settings({}, {"retention": 0.5}).method == "sharp"
+
+
 def test_request_values_win_over_engine_defaults():
     settings = parse_settings({"retention": 0.25}, {"method": "sharp", "retention": 0.5})
     assert (settings.method, settings.retention) == ("sharp", 0.25)

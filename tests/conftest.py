@@ -1,0 +1,29 @@
+"""Session-wide fixtures: the tiny model (built offline by the project's own script) and
+synthetic videos. Engines are expensive (20-60 s each on CPU), so they are session
+scoped in tests/plugin/conftest.py and shared by every test that needs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# vLLM on CPU: a small KV cache and loopback for its internal queues.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen25vl"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_tiny_model.py"), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out

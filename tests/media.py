@@ -1,0 +1,65 @@
+"""Synthetic video helpers for tests: numpy frames with vLLM's metadata, and real
+encoded files written with PyAV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_PAD = "<|video_pad|>"
+
+
+def noise_video(seed: int = 0, frames: int = 16, size: int = 224, fps: float = 4.0):
+    """(frames THWC uint8, metadata) as vLLM's video input expects. 16 frames of 224^2
+    give a Qwen2.5-VL grid of 8 x 16 x 16 -> N = 512 visual tokens."""
+    rng = np.random.RandomState(seed)
+    pixels = (rng.rand(frames, size, size, 3) * 255).astype(np.uint8)
+    return pixels, video_metadata(frames, fps)
+
+
+def video_metadata(frames: int, fps: float) -> dict:
+    return {
+        "total_num_frames": frames,
+        "fps": fps,
+        "duration": frames / fps,
+        "video_backend": "opencv",
+        "frames_indices": list(range(frames)),
+        "do_sample_frames": False,
+    }
+
+
+def noise_image(seed: int = 0, size: int = 112):
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    return Image.fromarray((rng.rand(size, size, 3) * 255).astype(np.uint8))
+
+
+def chat_prompt(*parts: str) -> str:
+    """Qwen chat prompt; parts are text, "<video>" or "<image>"."""
+    body = "".join(
+        "<|vision_start|><|video_pad|><|vision_end|>"
+        if p == "<video>"
+        else "<|vision_start|><|image_pad|><|vision_end|>"
+        if p == "<image>"
+        else p
+        for p in parts
+    )
+    return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def write_mp4(path: Path, pixels: np.ndarray, fps: int) -> Path:
+    """Encode THWC uint8 frames as H.264 mp4 with PyAV."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = pixels.shape[2], pixels.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in pixels:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

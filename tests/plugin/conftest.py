@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from sharp_plugin import WORKER_EXTENSION
+
+SHARP_ARCH = "SharpQwen2_5_VLForConditionalGeneration"
+
+
+def make_llm(model_dir, *, sharp: bool, dtype: str = "bfloat16", sharp_defaults: dict | None = None):
+    from vllm import LLM
+
+    hf_overrides = None
+    if sharp:
+        hf_overrides = {"architectures": [SHARP_ARCH]}
+        if sharp_defaults:
+            hf_overrides["sharp_defaults"] = sharp_defaults
+    extra = {"worker_extension_cls": WORKER_EXTENSION} if sharp else {}
+    return LLM(
+        model=str(model_dir),
+        dtype=dtype,
+        max_model_len=4096,
+        max_num_seqs=8,
+        enforce_eager=True,
+        enable_prefix_caching=True,
+        limit_mm_per_prompt={"video": 2, "image": 1},
+        hf_overrides=hf_overrides,
+        seed=0,
+        **extra,
+    )
+
+
+def _shutdown(llm) -> None:
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+
+
+@pytest.fixture(scope="session")
+def sharp_llm(tiny_model_dir):
+    llm = make_llm(tiny_model_dir, sharp=True)
+    yield llm
+    _shutdown(llm)
+
+
+@pytest.fixture(scope="session")
+def stock_llm(tiny_model_dir):
+    llm = make_llm(tiny_model_dir, sharp=False)
+    yield llm
+    _shutdown(llm)
+
+
+# fp32 engine with engine-wide defaults: used where exact agreement with an outside
+# reference matters, and to check that defaults apply and per-request values win.
+FP32_DEFAULTS = {"method": "uniform", "retention": 0.5}
+
+
+@pytest.fixture(scope="session")
+def sharp_llm_fp32(tiny_model_dir):
+    llm = make_llm(tiny_model_dir, sharp=True, dtype="float32", sharp_defaults=FP32_DEFAULTS)
+    yield llm
+    _shutdown(llm)

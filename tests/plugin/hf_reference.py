@@ -1,0 +1,112 @@
+"""An independent reference for the scoring pass: the same checkpoint loaded with HF
+transformers (eager attention, fp32), driven by sharp_plugin.core outside vLLM.
+
+Nothing here comes from sharp_plugin.vllm: the positions, the segment mask and the
+scores are written out again from the method's definition (docs/method.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sharp_plugin.core import ScoringResult
+
+
+class HFReference:
+    def __init__(self, model_dir):
+        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            model_dir, dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+        self.config = self.model.config
+
+    @torch.inference_mode()
+    def video_features(self, pixel_values, grid_thw) -> torch.Tensor:
+        return self.model.model.get_video_features(pixel_values, grid_thw).pooler_output[0]
+
+    def prepare(self, prompt: str, frames: np.ndarray, fps: float):
+        from transformers.video_utils import VideoMetadata
+
+        tokenizer = self.processor.tokenizer
+        ids = tokenizer(prompt)["input_ids"]
+        at = ids.index(self.config.video_token_id)
+        metadata = VideoMetadata(
+            total_num_frames=len(frames), fps=fps, duration=len(frames) / fps,
+            video_backend="opencv", frames_indices=list(range(len(frames))),
+        )  # fmt: skip
+        out = self.processor(
+            text=[prompt],
+            videos=[frames],
+            video_metadata=[metadata],
+            do_sample_frames=False,
+            return_tensors="pt",
+        )
+        grid = out["video_grid_thw"]
+        visual = self.video_features(out["pixel_values_videos"], grid)
+        black = np.zeros_like(frames)
+        black_pixels = self.processor(
+            text=[prompt],
+            videos=[black],
+            video_metadata=[metadata],
+            do_sample_frames=False,
+            return_tensors="pt",
+        )["pixel_values_videos"]
+        black_visual = self.video_features(black_pixels, grid)
+        t_scale = float(out["second_per_grid_ts"][0]) * self.config.vision_config.tokens_per_second
+        return ids[:at], ids[at + 1 :], grid[0].tolist(), t_scale, visual, black_visual
+
+    def scoring_pass(self, prefix, suffix, grid, t_scale, prune_layer):
+        return _HFScoringPass(self.model, self.config, prefix, suffix, grid, t_scale, prune_layer)
+
+
+class _HFScoringPass:
+    def __init__(self, model, config, prefix, suffix, grid, t_scale, prune_layer):
+        self.model, self.config = model, config
+        self.prefix, self.suffix = torch.tensor(prefix), torch.tensor(suffix)
+        merge = config.vision_config.spatial_merge_size
+        self.t, self.h, self.w = grid[0], grid[1] // merge, grid[2] // merge
+        self.t_scale, self.prune_layer = t_scale, prune_layer
+
+    def positions(self) -> torch.Tensor:
+        p, s = len(self.prefix), len(self.suffix)
+        t, h, w = np.meshgrid(np.arange(self.t), np.arange(self.h), np.arange(self.w), indexing="ij")
+        t = (t * self.t_scale).astype(np.int64)
+        video = np.stack([t.ravel(), h.ravel(), w.ravel()]) + p
+        rows = [np.tile(np.arange(p), (3, 1)), video, np.tile(np.arange(s), (3, 1)) + video.max() + 1]
+        return torch.from_numpy(np.concatenate(rows, axis=1))
+
+    def mask(self, num_visual: int, segment_groups: int) -> torch.Tensor:
+        p, s = len(self.prefix), len(self.suffix)
+        length = p + num_visual + s
+        i = torch.arange(length)[:, None]
+        j = torch.arange(length)[None, :]
+        allowed = j <= i
+        if segment_groups:
+            per_segment = segment_groups * self.h * self.w
+            visual_i = (i >= p) & (i < p + num_visual)
+            visual_j = (j >= p) & (j < p + num_visual)
+            same = ((i - p) // per_segment) == ((j - p) // per_segment)
+            allowed = allowed | (visual_i & visual_j & same)
+        additive = torch.zeros(length, length)
+        additive[~allowed] = torch.finfo(torch.float32).min
+        return additive[None, None]
+
+    @torch.inference_mode()
+    def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
+        lm = self.model.model.language_model
+        x = torch.cat([lm.embed_tokens(self.prefix), visual, lm.embed_tokens(self.suffix)])[None]
+        out = lm(
+            inputs_embeds=x,
+            position_ids=self.positions()[:, None, :],
+            attention_mask=self.mask(visual.shape[0], segment_groups),
+            output_attentions=True,
+            output_hidden_states=True,
+        )
+        p, n = len(self.prefix), visual.shape[0]
+        query_from = 1 if int(self.suffix[0]) == self.config.vision_end_token_id else 0
+        probs = out.attentions[self.prune_layer][0]  # [H, L, L]
+        scores = probs[:, p + n + query_from :, p : p + n].mean(dim=(0, 1))
+        hidden = out.hidden_states[self.prune_layer][0, p : p + n]
+        return ScoringResult(scores, hidden)

@@ -1,0 +1,150 @@
+"""Per-request pruning on the real vLLM engine: counts, concurrency, reports, caches,
+validation. N = 512 visual tokens per test video (grid 8 x 16 x 16 after merging)."""
+
+import pytest
+
+from sharp_plugin.core import kept_count
+
+from ..media import chat_prompt, noise_image, noise_video
+from .engine_helpers import generate, new_report_id, report, request, video_pads
+
+pytestmark = pytest.mark.engine
+
+N = 512
+QUESTION = chat_prompt("<video>", "What is shown?")
+
+
+@pytest.fixture(scope="module")
+def unpruned_length(sharp_llm):
+    return len(generate(sharp_llm, request(QUESTION, {"video": noise_video(0)}))[0].prompt_token_ids)
+
+
+def test_prompt_shrinks_by_exactly_n_minus_kept_for_concurrent_mixed_requests(sharp_llm, unpruned_length):
+    tokenizer = sharp_llm.get_tokenizer()
+    cases = [
+        ("sharp", 0.05), ("sharp", 0.1), ("sharp", 0.25), ("fastv", 1 / 3),
+        ("sharp", 0.5), ("uniform", 0.9), ("random", 0.3), ("fastv", 0.999),
+    ]  # fmt: skip
+    # One generate call: the engine batches all of them together.
+    outputs = generate(
+        sharp_llm,
+        [
+            request(QUESTION, {"video": noise_video(i)}, {"method": m, "retention": r})
+            for i, (m, r) in enumerate(cases)
+        ],
+    )
+    for (method, retention), output in zip(cases, outputs, strict=True):
+        kept = kept_count(retention, N)
+        assert video_pads(output, tokenizer) == kept, (method, retention)
+        assert len(output.prompt_token_ids) == unpruned_length - (N - kept)
+        assert len(output.outputs[0].token_ids) > 0
+
+
+def test_each_video_of_a_request_is_pruned_with_its_own_count(sharp_llm):
+    tokenizer = sharp_llm.get_tokenizer()
+    prompt = chat_prompt("<video>", "First?", "<video>", "Second?")
+    small = noise_video(5, frames=8, fps=2.0)  # grid 4 x 16 x 16 -> 256 tokens
+    rid = new_report_id()
+    (output,) = generate(
+        sharp_llm,
+        request(prompt, {"video": [noise_video(4), small]}, {"method": "sharp", "retention": 0.25}, rid),
+    )
+    assert video_pads(output, tokenizer) == kept_count(0.25, 512) + kept_count(0.25, 256)
+    entries = report(sharp_llm, rid)
+    assert [(e["video_tokens"], e["video_tokens_kept"]) for e in entries] == [(512, 128), (256, 64)]
+
+
+def test_report_crosses_the_process_boundary(sharp_llm):
+    rid_sharp, rid_uniform = new_report_id(), new_report_id()
+    generate(
+        sharp_llm,
+        [
+            request(
+                QUESTION,
+                {"video": noise_video(10)},
+                {"method": "sharp", "retention": 0.25, "prune_layer": 1},
+                rid_sharp,
+            ),
+            request(
+                QUESTION, {"video": noise_video(11)}, {"method": "uniform", "retention": 0.1}, rid_uniform
+            ),
+        ],
+    )
+    (scored,) = report(sharp_llm, rid_sharp)
+    assert scored["method"] == "sharp" and scored["prune_layer"] == 1
+    assert (scored["video_tokens"], scored["video_tokens_kept"]) == (512, 128)
+    assert scored["scoring_ms"] > 0
+    kept = scored["kept_indices"]
+    assert len(kept) == 128 and kept == sorted(set(kept)) and kept[0] >= 0 and kept[-1] < N
+    (uniform,) = report(sharp_llm, rid_uniform)
+    assert (uniform["video_tokens_kept"], uniform["scoring_ms"]) == (kept_count(0.1, N), 0.0)
+
+
+def test_same_video_new_question_gets_a_fresh_selection(sharp_llm):
+    video = noise_video(20)
+    settings = {"method": "sharp", "retention": 0.25}
+    first, second = new_report_id(), new_report_id()
+    generate(
+        sharp_llm, request(chat_prompt("<video>", "What colour is it?"), {"video": video}, settings, first)
+    )
+    generate(sharp_llm, request(chat_prompt("<video>", "Who is there?"), {"video": video}, settings, second))
+    (a,), (b,) = report(sharp_llm, first), report(sharp_llm, second)
+    assert a["mm_hash"] != b["mm_hash"]
+    assert b["selection_number"] > a["selection_number"], "the second question must run its own selection"
+    # Other settings on the same video and question: also a fresh selection.
+    other = new_report_id()
+    generate(
+        sharp_llm,
+        request(
+            chat_prompt("<video>", "What colour is it?"),
+            {"video": video},
+            {**settings, "retention": 0.5},
+            other,
+        ),
+    )
+    (c,) = report(sharp_llm, other)
+    assert c["mm_hash"] not in (a["mm_hash"], b["mm_hash"]) and c["video_tokens_kept"] == 256
+
+
+def test_identical_requests_share_cached_work(sharp_llm):
+    prompt, video = chat_prompt("<video>", "Count the objects."), noise_video(21)
+    settings = {"method": "sharp", "retention": 0.25}
+    first, second = new_report_id(), new_report_id()
+    generate(sharp_llm, request(prompt, {"video": video}, settings, first))
+    (output,) = generate(sharp_llm, request(prompt, {"video": video}, settings, second))
+    (a,), (b,) = report(sharp_llm, first), report(sharp_llm, second)
+    assert a["mm_hash"] == b["mm_hash"]
+    assert b["selection_number"] == a["selection_number"], "no second selection for an identical request"
+    assert output.num_cached_tokens > 0, "the prefix cache should serve the pruned prompt"
+
+
+def test_images_pass_through_untouched(sharp_llm, stock_llm):
+    tokenizer = sharp_llm.get_tokenizer()
+    image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    prompt = chat_prompt("<image>", "<video>", "Describe both.")
+    media = {"image": noise_image(3), "video": noise_video(22)}
+    (pruned,) = generate(sharp_llm, request(prompt, media, {"method": "sharp", "retention": 0.1}))
+    (stock,) = generate(stock_llm, request(prompt, media))
+    assert pruned.prompt_token_ids.count(image_pad) == stock.prompt_token_ids.count(image_pad) > 0
+    assert video_pads(pruned, tokenizer) == kept_count(0.1, N)
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        ({"retention": 0}, "retention"),
+        ({"retention": 1.5}, "retention"),
+        ({"method": "magic"}, "method"),
+        ({"method": "sharp", "retention": 0.5, "prune_layer": 4}, "prune_layer"),  # the model has 4
+        ({"retention": "0.5"}, "retention"),
+        ({"prune_layer": "2"}, "prune_layer"),
+        ({"dedup_threshold": [0.9]}, "dedup_threshold"),
+    ],
+)
+def test_invalid_settings_are_refused_by_field_and_the_engine_keeps_serving(sharp_llm, settings, field):
+    with pytest.raises(ValueError, match=rf"sharp\.{field}:"):
+        generate(sharp_llm, request(QUESTION, {"video": noise_video(30)}, settings))
+    (output,) = generate(
+        sharp_llm, request(QUESTION, {"video": noise_video(31)}, {"method": "uniform", "retention": 0.5})
+    )
+    assert video_pads(output, sharp_llm.get_tokenizer()) == 256

@@ -1,0 +1,47 @@
+"""Registration through vLLM's own plugin machinery (no engine needed)."""
+
+from importlib.metadata import entry_points
+
+import pytest
+
+import sharp_plugin
+from sharp_plugin.vllm import patches
+
+from .conftest import SHARP_ARCH
+
+
+def test_entry_point_is_declared_for_vllm():
+    plugins = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
+    assert plugins.get("sharp") == "sharp_plugin:register"
+
+
+def test_vllm_plugin_loader_registers_the_architecture_lazily():
+    from vllm import ModelRegistry
+    from vllm.plugins import load_general_plugins
+
+    load_general_plugins()
+    sharp_plugin.register()  # re-entrant
+    assert SHARP_ARCH in ModelRegistry.get_supported_archs()
+    model_cls = ModelRegistry._try_load_model_cls(SHARP_ARCH)  # vLLM's own lazy load
+    from vllm.model_executor.models.interfaces import supports_multimodal_pruning
+    from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration
+
+    assert supports_multimodal_pruning(model_cls)
+    assert issubclass(model_cls, Qwen2_5_VLForConditionalGeneration)
+
+
+def test_cpu_runner_patch_is_installed_once():
+    from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
+    sharp_plugin.register()
+    patched = CPUModelRunner.load_model
+    assert patches.apply_patches() == ["cpu_runner_pruning_flag"]
+    assert CPUModelRunner.load_model is patched, "a second install must not wrap twice"
+
+
+def test_other_vllm_minors_are_refused(monkeypatch):
+    import vllm
+
+    monkeypatch.setattr(vllm, "__version__", "0.33.1")
+    with pytest.raises(RuntimeError, match=r"supports vLLM 0\.32\.x, found 0\.33"):
+        patches.check_vllm_version()

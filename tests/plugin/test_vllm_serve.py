@@ -1,0 +1,134 @@
+"""The plugin under stock `vllm serve`: opt in with --hf-overrides, per-request settings
+via mm_processor_kwargs (needs --trust-request-mm-kwargs), driven by the official
+openai client with a real H.264 mp4 sent as a data: URL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sharp_plugin import WORKER_EXTENSION
+from sharp_plugin.core import kept_count
+
+from ..media import noise_video, write_mp4
+from .conftest import SHARP_ARCH
+
+pytestmark = pytest.mark.engine
+
+STARTUP_TIMEOUT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model_dir, tmp_path_factory):
+    port = _free_port()
+    media_dir = tmp_path_factory.mktemp("media")
+    log_path = media_dir / "vllm-serve.log"
+    command = [
+        str(Path(sys.executable).parent / "vllm"), "serve", str(tiny_model_dir),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--hf-overrides", json.dumps({"architectures": [SHARP_ARCH]}),
+        "--trust-request-mm-kwargs",
+        "--worker-extension-cls", WORKER_EXTENSION,
+        "--allowed-local-media-path", str(media_dir),
+        "--max-model-len", "4096", "--enforce-eager", "--dtype", "bfloat16",
+        "--limit-mm-per-prompt", json.dumps({"video": 1, "image": 1}),
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"vllm serve not healthy after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(2)
+        yield base_url, media_dir
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def mp4_data_url(tmp_path_factory):
+    pixels, _ = noise_video(50, frames=16, size=224)
+    path = write_mp4(tmp_path_factory.mktemp("videos") / "noise.mp4", pixels, fps=4)
+    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _chat(client, model, url, extra_body=None):
+    return client.chat.completions.create(
+        model=model,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "video_url", "video_url": {"url": url}},
+                    {"type": "text", "text": "What happens in the video?"},
+                ],
+            }
+        ],
+        max_tokens=4,
+        temperature=0.0,
+        extra_body=extra_body,
+    )
+
+
+def test_retention_reduces_prompt_tokens_under_stock_vllm_serve(vllm_server, mp4_data_url, tiny_model_dir):
+    import openai
+
+    base_url, _ = vllm_server
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    model = client.models.list().data[0].id
+    full = _chat(client, model, mp4_data_url)
+    quarter = _chat(client, model, mp4_data_url, {"mm_processor_kwargs": {"sharp": {"retention": 0.25}}})
+    half = _chat(client, model, mp4_data_url, {"mm_processor_kwargs": {"sharp": {"retention": 0.5}}})
+    assert quarter.usage.prompt_tokens < half.usage.prompt_tokens < full.usage.prompt_tokens
+    # The server's own frame sampler decides N; both drops must come from one N exactly.
+    drop_quarter = full.usage.prompt_tokens - quarter.usage.prompt_tokens
+    drop_half = full.usage.prompt_tokens - half.usage.prompt_tokens
+    consistent = [
+        n for n in range(1, full.usage.prompt_tokens + 1)
+        if n - kept_count(0.25, n) == drop_quarter and n - kept_count(0.5, n) == drop_half
+    ]  # fmt: skip
+    assert len(consistent) == 1, (drop_quarter, drop_half)
+    assert quarter.choices[0].message.content is not None
+
+
+def test_invalid_settings_are_a_400_naming_the_field(vllm_server, mp4_data_url):
+    import openai
+
+    base_url, _ = vllm_server
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    model = client.models.list().data[0].id
+    with pytest.raises(openai.BadRequestError, match=r"sharp\.retention"):
+        _chat(client, model, mp4_data_url, {"mm_processor_kwargs": {"sharp": {"retention": 1.5}}})
+    assert httpx.get(f"{base_url}/health", timeout=5).status_code == 200
+    assert _chat(client, model, mp4_data_url).usage.prompt_tokens > 0

@@ -120,7 +120,9 @@ def build(out_dir: str | Path, num_layers: int = 4, architecture: str | None = N
         pad_token_id=ids["<|endoftext|>"],
         do_sample=False,
     ).save_pretrained(out)
-    pixel_budget = dict(min_pixels=56 * 56, max_pixels=28 * 28 * 64, patch_size=14, temporal_patch_size=2, merge_size=2)
+    pixel_budget = dict(
+        min_pixels=56 * 56, max_pixels=28 * 28 * 64, patch_size=14, temporal_patch_size=2, merge_size=2
+    )
     Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**pixel_budget),
         video_processor=Qwen2VLVideoProcessor(**pixel_budget),

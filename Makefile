@@ -1,0 +1,34 @@
+# Entry points for a fresh CPU machine. `make serve` and `make test` are the README's
+# two set-up commands; both install first (idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL_DIR ?= runs/models/tiny-qwen25vl
+PORT ?= 8000
+
+.PHONY: install lint test serve tiny-model
+
+install:
+	bash scripts/install_cpu.sh $(VENV)
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+
+test: install lint
+	$(PY) -m pytest
+
+$(MODEL_DIR)/config.json:
+	$(PY) scripts/build_tiny_model.py $(MODEL_DIR) --arch SharpQwen2_5_VLForConditionalGeneration
+
+tiny-model: install $(MODEL_DIR)/config.json
+
+runs/media/sample.mp4:
+	mkdir -p runs/media && $(PY) scripts/make_sample_video.py $@
+
+serve: tiny-model runs/media/sample.mp4
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_HOST_IP=$${VLLM_HOST_IP:-127.0.0.1} \
+	$(VENV)/bin/vllm serve $(MODEL_DIR) --host 127.0.0.1 --port $(PORT) \
+		--trust-request-mm-kwargs --allowed-local-media-path $(CURDIR)/runs/media \
+		--worker-extension-cls sharp_plugin.vllm.reports.SharpWorkerExtension \
+		--max-model-len 4096 --enforce-eager --limit-mm-per-prompt '{"video": 1, "image": 1}'

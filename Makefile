@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MODEL_DIR ?= runs/models/tiny-qwen25vl
 PORT ?= 8000
 
-.PHONY: install lint test serve tiny-model
+.PHONY: install lint test serve serve-vllm tiny-model
 
 install:
 	bash scripts/install_cpu.sh $(VENV)
@@ -27,6 +27,10 @@ runs/media/sample.mp4:
 	mkdir -p runs/media && $(PY) scripts/make_sample_video.py $@
 
 serve: tiny-model runs/media/sample.mp4
+	$(VENV)/bin/sharp-serve --config configs/default.yaml
+
+# The plugin under stock `vllm serve` (no sharp-serve front end).
+serve-vllm: tiny-model runs/media/sample.mp4
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_HOST_IP=$${VLLM_HOST_IP:-127.0.0.1} \
 	$(VENV)/bin/vllm serve $(MODEL_DIR) --host 127.0.0.1 --port $(PORT) \
 		--trust-request-mm-kwargs --allowed-local-media-path $(CURDIR)/runs/media \

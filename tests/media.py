@@ -49,17 +49,45 @@ def chat_prompt(*parts: str) -> str:
     return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def write_mp4(path: Path, pixels: np.ndarray, fps: int) -> Path:
+def write_mp4(path: Path, pixels: np.ndarray, fps: int, lossless: bool = False) -> Path:
     """Encode THWC uint8 frames as H.264 mp4 with PyAV."""
     import av
 
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "0"} if lossless else {})
         stream.width, stream.height = pixels.shape[2], pixels.shape[1]
         stream.pix_fmt = "yuv420p"
         for frame in pixels:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def frame_coded_video(frames: int, size: int = 112) -> np.ndarray:
+    """Frame i is a flat grey of level 8 * i (i < 32): its index survives H.264 and
+    resizing, so a test can read back which source frame a decoded frame came from."""
+    levels = (np.arange(frames) * 8).clip(0, 255).astype(np.uint8)
+    return np.broadcast_to(levels[:, None, None, None], (frames, size, size, 3)).copy()
+
+
+def frame_index_of(frame: np.ndarray) -> int:
+    return int(round(float(frame.mean()) / 8))
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    """An mp4 with an AAC audio stream and no video stream."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        samples = int(16000 * seconds)
+        tone = (np.sin(np.arange(samples) / 10) * 0.2).astype(np.float32)[None, :]
+        frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path

@@ -71,8 +71,9 @@ class SharpSettings(BaseModel):
         return self
 
     def check_for_model(self, num_decoder_layers: int) -> None:
-        """Checks that need the model: the scoring layer must exist."""
-        if self.needs_scoring_pass and self.prune_layer >= num_decoder_layers:
+        """Checks that need the model: a scoring method's layer must exist (even at
+        retention 1.0, where it would not run: the request is wrong either way)."""
+        if self.method in SCORING_METHODS and self.prune_layer >= num_decoder_layers:
             raise SharpSettingsError(
                 f"sharp.prune_layer: must be smaller than the model's {num_decoder_layers} "
                 f"decoder layers, got {self.prune_layer}",

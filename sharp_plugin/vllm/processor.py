@@ -266,7 +266,11 @@ class SharpProcessorMixin:
 
     # ---- the frontend half of the report -------------------------------------------
     def _frontend_record(self, settings, items, hashes) -> list[dict[str, Any]]:
-        return [{"mm_hash": h, "settings": settings.model_dump()} for h in hashes.get("video", [])]
+        prune_layer = settings.prune_layer if settings.needs_scoring_pass else None
+        return [
+            {"mm_hash": h, "settings": settings.model_dump(), "prune_layer": prune_layer}
+            for h in hashes.get("video", [])
+        ]
 
 
 def _to_bytes_tensor(payload: dict) -> torch.Tensor:

@@ -85,7 +85,7 @@ def join_report(
                 "mm_hash": item["mm_hash"],
                 "method": settings["method"],
                 "retention": settings["retention"],
-                "prune_layer": settings["prune_layer"],
+                "prune_layer": item["prune_layer"],  # None when no scoring pass ran
                 "video_tokens": decision.get("num_tokens"),
                 "video_tokens_kept": decision.get("num_kept"),
                 "scoring_ms": decision.get("scoring_ms"),

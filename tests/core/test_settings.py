@@ -46,6 +46,9 @@ def test_invalid_settings_name_the_field(request_settings, field):
 def test_prune_layer_is_checked_against_the_model():
     with pytest.raises(SharpSettingsError, match=r"sharp\.prune_layer: .* 2 decoder layers"):
         parse_settings({"method": "sharp", "retention": 0.5, "prune_layer": 2}, num_decoder_layers=2)
+    # A scoring method with a layer that does not exist is wrong even when nothing is pruned.
+    with pytest.raises(SharpSettingsError, match=r"sharp\.prune_layer"):
+        parse_settings({"method": "fastv", "retention": 1.0, "prune_layer": 5}, num_decoder_layers=2)
     # Methods without a scoring pass never use the layer, so it is not an error for them.
     parse_settings({"method": "uniform", "retention": 0.5, "prune_layer": 9}, num_decoder_layers=2)
 

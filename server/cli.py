@@ -1,0 +1,39 @@
+"""sharp-serve --config configs/default.yaml [--host H] [--port P]"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from .settings import REPO_ROOT, ServerSettings
+
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="sharp-serve", description="OpenAI-compatible video LLM server with ShaRP"
+    )
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML settings file")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = ServerSettings.from_yaml(args.config, **overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # vLLM on CPU: loopback for its internal queues, a small KV cache unless told otherwise.
+    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+    import uvicorn
+
+    from .app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Turn a chat request's content parts into decoded media and template messages.
+
+Blocking work (decoding, probing) runs in the app's bounded decode pool, so one long
+decode never stalls the event loop or the other streams."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import video
+from ..errors import InvalidRequest
+from ..metrics import ServerMetrics
+from ..schemas import ChatCompletionRequest, ContentPart
+from ..settings import ServerSettings
+from . import sources
+from .store import FileStore
+
+
+@dataclass
+class ResolvedMedia:
+    messages: list[dict[str, Any]]  # for the chat template
+    videos: list[video.DecodedVideo] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)
+
+    def multi_modal_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.videos:
+            data["video"] = [v.vllm_input() for v in self.videos]
+        if self.images:
+            data["image"] = list(self.images)
+        return data
+
+
+async def resolve(
+    body: ChatCompletionRequest,
+    settings: ServerSettings,
+    store: FileStore,
+    pool: Executor,
+    metrics: ServerMetrics,
+) -> ResolvedMedia:
+    parts = [p for m in body.messages if isinstance(m.content, list) for p in m.content]
+    num_videos = sum(p.type in ("video_url", "file") for p in parts)
+    num_images = sum(p.type == "image_url" for p in parts)
+    limits = settings.media
+    if num_videos > limits.max_videos_per_request:
+        raise InvalidRequest(f"At most {limits.max_videos_per_request} videos per request", param="messages")
+    if num_images > limits.max_images_per_request:
+        raise InvalidRequest(f"At most {limits.max_images_per_request} images per request", param="messages")
+    sampling = body.media_io_kwargs.video if body.media_io_kwargs and body.media_io_kwargs.video else None
+    num_frames, fps = (sampling.num_frames, sampling.fps) if sampling else (None, None)
+
+    resolved = ResolvedMedia(messages=[])
+    with tempfile.TemporaryDirectory(prefix="sharp-media-") as scratch:
+        for message in body.messages:
+            if not isinstance(message.content, list):
+                resolved.messages.append({"role": message.role, "content": message.content or ""})
+                continue
+            content = []
+            for part in message.content:
+                if part.type == "text":
+                    content.append({"type": "text", "text": part.text})
+                elif part.type == "image_url":
+                    resolved.images.append(await _image(part, settings))
+                    content.append({"type": "image"})
+                else:
+                    path = await _video_path(part, settings, store, Path(scratch), len(resolved.videos))
+                    started = time.perf_counter()
+                    decoded = await asyncio.get_running_loop().run_in_executor(
+                        pool, video.decode, path, limits, num_frames, fps
+                    )
+                    metrics.decode_seconds.observe(time.perf_counter() - started)
+                    resolved.videos.append(decoded)
+                    content.append({"type": "video"})
+            resolved.messages.append({"role": message.role, "content": content})
+    return resolved
+
+
+async def _video_path(
+    part: ContentPart, settings: ServerSettings, store: FileStore, scratch: Path, index: int
+) -> Path:
+    if part.type == "file":
+        return store.path(part.file.file_id)
+    url = part.video_url.url
+    if url.startswith("data:"):
+        _, data = sources.decode_data_url(url, settings.media.max_inline_bytes)
+    elif url.startswith("file://"):
+        return sources.local_path(url, settings.security)
+    elif url.startswith(("https://", "http://")):
+        data = await sources.fetch_remote(
+            url, settings.security, settings.media, max_bytes=settings.media.max_upload_bytes
+        )
+    else:
+        raise InvalidRequest("video_url must be a data:, https:// or file:// URL", param="video_url.url")
+    path = scratch / f"video-{index}"
+    path.write_bytes(data)
+    return path
+
+
+async def _image(part: ContentPart, settings: ServerSettings):
+    url = part.image_url.url
+    if url.startswith("data:"):
+        _, data = sources.decode_data_url(url, settings.media.max_inline_bytes)
+    elif url.startswith("file://"):
+        data = sources.local_path(url, settings.security).read_bytes()
+    elif url.startswith(("https://", "http://")):
+        data = await sources.fetch_remote(
+            url, settings.security, settings.media, max_bytes=settings.media.max_inline_bytes
+        )
+    else:
+        raise InvalidRequest("image_url must be a data:, https:// or file:// URL", param="image_url.url")
+    return sources.open_image(data)

@@ -1,0 +1,271 @@
+"""POST /v1/chat/completions: OpenAI-compatible, streaming or not, with per-request
+ShaRP settings and a `sharp` report on the response (on the final chunk when streaming).
+
+A client that disconnects, or a request past its timeout, aborts its engine request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from sharp_plugin.core import parse_settings
+from sharp_plugin.core.settings import SharpSettingsError
+
+from ..deps import Authorized, EngineDep, MetricsDep, SettingsDep, StoreDep
+from ..errors import InvalidRequest, NotFound, RequestTimeout
+from ..media import resolve
+from ..schemas import ChatCompletionRequest, SharpReport, SharpVideoReport
+
+router = APIRouter(prefix="/v1", tags=["chat"], dependencies=[Authorized])
+
+_DISCONNECT_POLL_S = 0.25
+
+
+def sharp_request_settings(body: ChatCompletionRequest) -> dict[str, Any]:
+    """The request's `sharp` object, from the body field or vLLM's mm_processor_kwargs,
+    with vLLM's wording pruning_rate (= 1 - retention) accepted."""
+    nested = (body.mm_processor_kwargs or {}).get("sharp")
+    if body.sharp is not None and nested is not None:
+        raise InvalidRequest("Give `sharp` or `mm_processor_kwargs.sharp`, not both", param="sharp")
+    raw = body.sharp if body.sharp is not None else nested
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SharpSettingsError("sharp: must be an object")
+    settings = dict(raw)
+    settings.pop("report_id", None)  # ours to set
+    if "pruning_rate" in settings:
+        if "retention" in settings:
+            raise SharpSettingsError(
+                "sharp.pruning_rate: give pruning_rate or retention, not both", "pruning_rate"
+            )
+        rate = settings.pop("pruning_rate")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+            raise SharpSettingsError("sharp.pruning_rate: must be a number", "pruning_rate")
+        settings["retention"] = 1.0 - float(rate)
+    return settings
+
+
+def sampling_params(body: ChatCompletionRequest) -> dict[str, Any]:
+    params: dict[str, Any] = {"n": body.n, "temperature": body.temperature, "top_p": body.top_p}
+    if body.output_budget is not None:
+        params["max_tokens"] = body.output_budget
+    if body.seed is not None:
+        params["seed"] = body.seed
+    if body.stop is not None:
+        params["stop"] = [body.stop] if isinstance(body.stop, str) else body.stop
+    if body.ignore_eos:
+        params["ignore_eos"] = True
+    return params
+
+
+@router.post("/chat/completions")
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    metrics: MetricsDep,
+):
+    received = time.monotonic()
+    if body.model != engine.model_name:
+        raise NotFound(f"The model {body.model!r} does not exist", param="model", code="model_not_found")
+    sharp = sharp_request_settings(body)
+    # Validate before any media work; the plugin validates again inside vLLM.
+    parse_settings(sharp, settings.sharp, num_decoder_layers=engine.num_decoder_layers)
+
+    media = await resolve.resolve(body, settings, store, request.app.state.decode_pool, metrics)
+    report_id = uuid.uuid4().hex
+    engine_request = {
+        "prompt": engine.render_prompt(media.messages),
+        "multi_modal_data": media.multi_modal_data(),
+        "mm_processor_kwargs": {"sharp": {**sharp, "report_id": report_id}},
+    }
+    if not engine_request["multi_modal_data"]:
+        del engine_request["multi_modal_data"]
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    run = _Run(engine, engine_request, sampling_params(body), request_id, report_id, media, received, metrics)
+    timeout = settings.request_timeout_s
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        # Wait for the first output before sending headers, so that a request the engine
+        # refuses still gets a real 4xx instead of a 200 with an error event.
+        deltas = run.deltas()
+        try:
+            first = await asyncio.wait_for(anext(deltas), timeout)
+        except StopAsyncIteration:
+            first = None
+        except TimeoutError:
+            await deltas.aclose()
+            raise RequestTimeout(f"The request took longer than {timeout:.0f} s", code="timeout") from None
+        return StreamingResponse(
+            _sse(run, body, include_usage, timeout, first, deltas),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    return await _complete(run, body, request, timeout)
+
+
+class _Run:
+    """One engine request: its outputs per choice, usage and report."""
+
+    def __init__(self, engine, engine_request, sampling, request_id, report_id, media, received, metrics):
+        self.engine, self.engine_request, self.sampling = engine, engine_request, sampling
+        self.request_id, self.report_id, self.media = request_id, report_id, media
+        self.received, self.metrics = received, metrics
+        self.created = int(time.time())
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.finished = False
+        self._first_token_seen = False
+
+    async def deltas(self) -> AsyncIterator[tuple[int, str, str | None]]:
+        """(choice index, text delta, finish reason) as the engine produces them."""
+        try:
+            async for output in self.engine.generate(self.engine_request, self.sampling, self.request_id):
+                if output.prompt_token_ids is not None:
+                    self.prompt_tokens = len(output.prompt_token_ids)
+                for choice in output.outputs:
+                    self.completion_tokens += len(choice.token_ids)
+                    if choice.token_ids and not self._first_token_seen:
+                        self._first_token_seen = True
+                        self.metrics.ttft_seconds.observe(time.monotonic() - self.received)
+                    yield choice.index, choice.text, choice.finish_reason
+            self.finished = True
+        finally:
+            if not self.finished:  # cancelled or failed: make sure the engine stops too
+                await asyncio.shield(self.engine.abort(self.request_id))
+
+    async def report(self) -> SharpReport:
+        entries = await self.engine.sharp_report(self.report_id)
+        videos = [
+            SharpVideoReport(
+                method=e["method"], retention=e["retention"], prune_layer=e["prune_layer"],
+                video_tokens=e["video_tokens"], video_tokens_kept=e["video_tokens_kept"],
+                scoring_ms=e["scoring_ms"], frames=len(decoded.indices),
+            )
+            for e, decoded in zip(entries, self.media.videos, strict=False)
+        ]  # fmt: skip
+        first = videos[0] if videos else None
+        report = SharpReport(
+            method=first.method if first else "none",
+            retention=first.retention if first else 1.0,
+            prune_layer=first.prune_layer if first else None,
+            video_tokens=sum(v.video_tokens or 0 for v in videos),
+            video_tokens_kept=sum(v.video_tokens_kept or 0 for v in videos),
+            scoring_ms=sum(v.scoring_ms or 0.0 for v in videos),
+            frames=sum(v.frames for v in videos),
+            videos=videos,
+        )
+        self.metrics.observe_report(report)
+        return report
+
+    def usage(self) -> dict[str, int]:
+        total = self.prompt_tokens + self.completion_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": total,
+        }
+
+
+async def _complete(run: _Run, body: ChatCompletionRequest, request: Request, timeout: float) -> dict:
+    texts: dict[int, list[str]] = {}
+    finish: dict[int, str | None] = {}
+
+    async def collect() -> None:
+        async for index, text, reason in run.deltas():
+            texts.setdefault(index, []).append(text)
+            if reason is not None:
+                finish[index] = reason
+
+    task = asyncio.ensure_future(collect())
+    deadline = time.monotonic() + timeout
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+            if task.done():
+                break
+            if await request.is_disconnected():
+                task.cancel()
+                break
+            if time.monotonic() > deadline:
+                task.cancel()
+                raise RequestTimeout(f"The request took longer than {timeout:.0f} s", code="timeout")
+    finally:
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise RequestTimeout("The client disconnected", code="client_disconnected")
+    task.result()  # re-raise an engine error
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": "".join(texts.get(i, []))},
+            "finish_reason": finish.get(i),
+            "logprobs": None,
+        }
+        for i in range(body.n)
+    ]
+    return {
+        "id": run.request_id,
+        "object": "chat.completion",
+        "created": run.created,
+        "model": body.model,
+        "choices": choices,
+        "usage": run.usage(),
+        "sharp": (await run.report()).model_dump(),
+    }
+
+
+async def _sse(run, body, include_usage: bool, timeout: float, first, deltas) -> AsyncIterator[str]:
+    def chunk(choices: list[dict], **extra) -> str:
+        payload = {
+            "id": run.request_id,
+            "object": "chat.completion.chunk",
+            "created": run.created,
+            "model": body.model,
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {json.dumps(payload)}\n\n"
+
+    try:
+        async with asyncio.timeout(timeout):
+            for i in range(body.n):
+                yield chunk(
+                    [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+                )
+            async for index, text, reason in _chain(first, deltas):
+                if text or reason is not None:
+                    delta = {"content": text} if text else {}
+                    yield chunk([{"index": index, "delta": delta, "finish_reason": reason}])
+            report = (await run.report()).model_dump()
+            if include_usage:
+                yield chunk([], usage=run.usage(), sharp=report)
+            else:
+                yield chunk([], sharp=report)
+    except TimeoutError:
+        error = {"message": f"The request took longer than {timeout:.0f} s", "type": "timeout_error"}
+        yield f"data: {json.dumps({'error': {**error, 'param': None, 'code': 'timeout'}})}\n\n"
+    except Exception as exc:  # an engine failure mid-stream: report it in the stream's own terms
+        error = {"message": f"Generation failed: {type(exc).__name__}", "type": "server_error"}
+        yield f"data: {json.dumps({'error': {**error, 'param': None, 'code': None}})}\n\n"
+    finally:
+        await deltas.aclose()  # on a disconnect this aborts the engine request
+    yield "data: [DONE]\n\n"
+
+
+async def _chain(first, rest: AsyncIterator) -> AsyncIterator:
+    if first is not None:
+        yield first
+    async for item in rest:
+        yield item

@@ -1,0 +1,125 @@
+"""Server settings: a YAML file (`sharp-serve --config configs/x.yaml`), overridable by
+environment variables `SHARP_SERVE_<SECTION>__<FIELD>` (e.g. SHARP_SERVE_SECURITY__API_KEY).
+All validation lives here; nothing is created at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sharp_plugin.core import parse_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineSettings(_Section):
+    """What vLLM's AsyncLLM is built with. Scaling past one GPU is vLLM's own tensor,
+    pipeline and data parallelism (Ray for several hosts)."""
+
+    model: str
+    served_model_name: str | None = None
+    architecture: str = "SharpQwen2_5_VLForConditionalGeneration"
+    dtype: str = "auto"
+    max_model_len: int = 8192
+    max_num_seqs: int = 16
+    enforce_eager: bool = False
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    gpu_memory_utilization: float | None = None
+    seed: int = 0
+    # Any other AsyncEngineArgs field, passed through unchanged.
+    extra_engine_args: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or self.model
+
+
+class MediaSettings(_Section):
+    """Limits on what a request may ask the server to decode."""
+
+    max_upload_bytes: int = 256 * 1024 * 1024
+    max_inline_bytes: int = 64 * 1024 * 1024  # a data: URL, after base64 decoding
+    max_video_seconds: float = 600.0
+    max_source_pixels: int = 3840 * 2160  # width * height of the encoded video
+    max_frames: int = 64
+    default_num_frames: int | None = None
+    default_fps: float = 2.0
+    # Per-frame pixel budget after resizing: the model's own (e.g. Qwen max_pixels).
+    max_frame_pixels: int = 448 * 448
+    max_videos_per_request: int = 4
+    max_images_per_request: int = 4
+    decode_threads: int = 2
+    fetch_timeout_s: float = 30.0
+
+    @model_validator(mode="after")
+    def _frames(self) -> MediaSettings:
+        if self.default_num_frames is not None and self.default_num_frames > self.max_frames:
+            raise ValueError("default_num_frames must not exceed max_frames")
+        return self
+
+
+class SecuritySettings(_Section):
+    api_key: SecretStr | None = None
+    allow_remote_urls: bool = False
+    allowed_url_domains: list[str] = Field(default_factory=list)  # empty: any public host
+    allow_private_addresses: bool = False  # loopback, private, link-local
+    allowed_local_root: Path | None = None  # file:// only below this directory
+
+
+class FilesSettings(_Section):
+    directory: Path = Path("runs/files")
+    ttl_s: float = 24 * 3600
+    max_files: int = 1000
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHARP_SERVE_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    request_timeout_s: float = 600.0
+    log_level: str = "info"
+    engine: EngineSettings
+    # Engine-wide default pruning settings (the plugin's schema); requests win.
+    sharp: dict[str, Any] = Field(default_factory=dict)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
+
+    @field_validator("sharp")
+    @classmethod
+    def _valid_sharp(cls, value: dict[str, Any]) -> dict[str, Any]:
+        parse_settings(value)  # raises naming the field
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the YAML (passed as init kwargs).
+        return env_settings, init_settings
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> ServerSettings:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        # Relative paths in a config are relative to the repository, whatever the cwd.
+        engine = data.get("engine", {})
+        if engine.get("model") and (REPO_ROOT / engine["model"]).exists():
+            engine["model"] = str(REPO_ROOT / engine["model"])
+        for section, key in (("security", "allowed_local_root"), ("files", "directory")):
+            value = data.get(section, {}).get(key)
+            if value and not Path(value).is_absolute():
+                data[section][key] = str(REPO_ROOT / value)
+        return cls(**{**data, **overrides})

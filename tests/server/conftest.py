@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..conftest import REPO
+
+DEFAULT_MODEL = REPO / "runs" / "models" / "tiny-qwen25vl"
+STARTUP_TIMEOUT_S = 300
+# Limits tightened (via environment overrides of the default config) so that the
+# over-limit cases stay small.
+TEST_LIMITS = {
+    "SHARP_SERVE_MEDIA__MAX_UPLOAD_BYTES": str(2_000_000),
+    "SHARP_SERVE_MEDIA__MAX_VIDEO_SECONDS": "20",
+    "SHARP_SERVE_MEDIA__MAX_FRAMES": "16",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    """The default config's model, built by the project's own script if missing."""
+    if not (DEFAULT_MODEL / "config.json").exists():
+        subprocess.run(
+            [sys.executable, str(REPO / "scripts/build_tiny_model.py"), str(DEFAULT_MODEL),
+             "--arch", "SharpQwen2_5_VLForConditionalGeneration"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return DEFAULT_MODEL
+
+
+class RunningServer:
+    def __init__(self, base_url: str, media_root: Path, files_dir: Path, process, log: Path):
+        self.base_url, self.media_root, self.files_dir = base_url, media_root, files_dir
+        self.process, self.log = process, log
+
+    def client(self, **kwargs):
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", **kwargs)
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(f"{self.base_url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
+
+
+@pytest.fixture(scope="session")
+def server(default_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    media_root, files_dir = root / "media", root / "files"
+    media_root.mkdir()
+    port = _free_port()
+    env = {
+        **os.environ,
+        **TEST_LIMITS,
+        "SHARP_SERVE_SECURITY__ALLOWED_LOCAL_ROOT": str(media_root),
+        "SHARP_SERVE_FILES__DIRECTORY": str(files_dir),
+    }
+    log = root / "server.log"
+    started = time.monotonic()
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", "--config", str(REPO / "configs/default.yaml"),
+             "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
+        )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - started > STARTUP_TIMEOUT_S:
+                pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        print(f"server start-up: {time.monotonic() - started:.1f} s")
+        yield RunningServer(base_url, media_root, files_dir, process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

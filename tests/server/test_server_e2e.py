@@ -1,0 +1,264 @@
+"""The real server process (default config, real vLLM engine, real decord) driven by the
+official openai client on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from sharp_plugin.core import kept_count
+
+from ..media import frame_coded_video, noise_video, write_audio_only, write_mp4
+
+pytestmark = pytest.mark.engine
+
+MODEL = "sharp-tiny-qwen25vl"
+INVALID_SHARP = "invalid_sharp_settings"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """4 s of 224^2 noise at 8 fps (32 frames). The default config samples 2 fps -> 8
+    frames -> a 4 x 16 x 16 grid -> N = 256 visual tokens."""
+    pixels, _ = noise_video(7, frames=32, size=224)
+    return write_mp4(tmp_path_factory.mktemp("clips") / "clip.mp4", pixels, fps=8)
+
+
+@pytest.fixture(scope="module")
+def data_url(clip):
+    return "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+
+
+def video_message(part: dict, text: str = "What is in the video?") -> list[dict]:
+    return [{"role": "user", "content": [part, {"type": "text", "text": text}]}]
+
+
+def url_part(url: str) -> dict:
+    return {"type": "video_url", "video_url": {"url": url}}
+
+
+def chat(client, messages, **extra):
+    return client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=4, temperature=0.0, **extra
+    )
+
+
+def test_non_streaming_chat_reports_pruning_consistently(server, data_url):
+    client = server.client()
+    full = chat(client, video_message(url_part(data_url)), extra_body={"sharp": {"method": "none"}})
+    rows = {}
+    for retention in (1.0, 0.5, 0.25, 0.1):
+        response = chat(
+            client, video_message(url_part(data_url)), extra_body={"sharp": {"retention": retention}}
+        )
+        report = response.model_extra["sharp"]
+        assert report["video_tokens"] == 256 and report["frames"] == 8
+        assert report["video_tokens_kept"] == kept_count(retention, 256)
+        assert report["retention"] == retention and report["method"] == "sharp"
+        # Usage agrees with the report: every dropped video token is a dropped prompt token.
+        assert full.usage.prompt_tokens - response.usage.prompt_tokens == 256 - report["video_tokens_kept"]
+        assert response.choices[0].message.role == "assistant"
+        rows[retention] = response.usage.prompt_tokens
+    assert rows[1.0] > rows[0.5] > rows[0.25] > rows[0.1]
+    assert full.model_extra["sharp"]["scoring_ms"] == 0.0
+    assert response.model_extra["sharp"]["scoring_ms"] > 0
+
+
+def test_vllm_spelling_and_pruning_rate(server, data_url):
+    client = server.client()
+    a = chat(
+        client,
+        video_message(url_part(data_url)),
+        extra_body={"mm_processor_kwargs": {"sharp": {"retention": 0.25}}},
+    )
+    b = chat(client, video_message(url_part(data_url)), extra_body={"sharp": {"pruning_rate": 0.75}})
+    assert a.model_extra["sharp"]["video_tokens_kept"] == b.model_extra["sharp"]["video_tokens_kept"] == 64
+
+
+def test_streaming_chat_with_an_uploaded_file(server, clip):
+    client = server.client()
+    with clip.open("rb") as f:
+        uploaded = client.files.create(file=("clip.mp4", f), purpose="user_data")
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=video_message({"type": "file", "file": {"file_id": uploaded.id}}),
+        max_tokens=6,
+        temperature=0.0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"sharp": {"method": "fastv", "retention": 0.25}},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finals = [c for c in chunks if not c.choices]
+    assert len(finals) == 1 and finals[0] is chunks[-1]
+    final = finals[0]
+    assert final.usage.completion_tokens == 6 and final.usage.prompt_tokens > 0
+    report = final.model_extra["sharp"]
+    assert (report["method"], report["video_tokens"], report["video_tokens_kept"]) == ("fastv", 256, 64)
+    assert any(c.choices and c.choices[0].finish_reason == "length" for c in chunks)
+    assert isinstance(text, str)
+
+
+def test_stream_ends_with_done(server, data_url):
+    body = {"model": MODEL, "messages": video_message(url_part(data_url)), "max_tokens": 3, "stream": True}
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    final = json.loads(lines[-2][len("data: ") :])
+    assert final["choices"] == [] and final["sharp"]["video_tokens"] == 256
+
+
+def test_files_api_flow(server, clip):
+    client = server.client()
+    with clip.open("rb") as f:
+        created = client.files.create(file=("flow.mp4", f), purpose="user_data")
+    assert created.id.startswith("file-") and created.bytes == clip.stat().st_size
+    assert created.id in [f.id for f in client.files.list().data]
+    assert client.files.retrieve(created.id).filename == "flow.mp4"
+    assert client.files.delete(created.id).deleted is True
+    assert created.id not in [f.id for f in client.files.list().data]
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(created.id)
+    assert not list(server.files_dir.glob(f"{created.id}*")), "deleted files leave nothing on disk"
+
+
+def _expect_error(status, response, code=None, param=None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if code:
+        assert error["code"] == code
+    if param:
+        assert error["param"] == param
+
+
+def test_bad_inputs_get_openai_shaped_4xx(server, clip, tmp_path):
+    post = lambda body: httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120)  # noqa: E731
+
+    def ask(part, **extra):
+        return post({"model": MODEL, "messages": video_message(part), "max_tokens": 2, **extra})
+
+    def data(raw: bytes) -> dict:
+        return url_part("data:video/mp4;base64," + base64.b64encode(raw).decode())
+
+    long_clip = write_mp4(tmp_path / "long.mp4", frame_coded_video(25 * 4, size=56), fps=4)  # 25 s > 20 s
+    audio = write_audio_only(tmp_path / "audio.mp4")
+    cases = [
+        (415, data(b"\x00\x01 not a video at all" * 50), {}, "invalid_video"),
+        (400, url_part("data:video/mp4;base64,"), {}, None),  # empty
+        (415, data(audio.read_bytes()), {}, "invalid_video"),  # no video stream
+        (415, data(clip.read_bytes()[:2000]), {}, "invalid_video"),  # truncated
+        (400, url_part("data:video/mp4;base64,@@not-base64@@"), {}, "invalid_base64"),
+        (413, data(long_clip.read_bytes()), {}, "video_too_long"),
+        (400, url_part("data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()),
+         {"media_io_kwargs": {"video": {"num_frames": 64}}}, None),  # over max_frames
+        (404, {"type": "file", "file": {"file_id": "file-" + "0" * 32}}, {}, "file_not_found"),
+        (404, {"type": "file", "file": {"file_id": "../../etc/passwd"}}, {}, "file_not_found"),
+        (403, url_part("https://example.com/v.mp4"), {}, "remote_urls_disabled"),
+        (403, url_part("file:///etc/passwd"), {}, "path_not_allowed"),
+        (400, data(clip.read_bytes()), {"sharp": {"retention": 1.5}}, INVALID_SHARP),
+        (400, data(clip.read_bytes()), {"sharp": {"method": "sharp", "prune_layer": 9}}, INVALID_SHARP),
+        (400, data(clip.read_bytes()), {"sharp": {"retention": 0.5, "pruning_rate": 0.5}}, INVALID_SHARP),
+    ]  # fmt: skip
+    for status, part, extra, code in cases:
+        _expect_error(status, ask(part, **extra), code)
+    _expect_error(
+        404, post({"model": "gpt-4o", "messages": video_message(data(clip.read_bytes()))}), "model_not_found"
+    )
+    malformed = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        content=b'{"model": "x", "messages": [',
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    _expect_error(400, malformed, "invalid_json")
+    _expect_error(400, post({"model": MODEL}), param="messages")
+
+    # Uploads: not a video, empty, over the size cap.
+    files = f"{server.base_url}/v1/files"
+    _expect_error(
+        415, httpx.post(files, files={"file": ("x.mp4", b"garbage" * 100)}, data={"purpose": "user_data"})
+    )
+    _expect_error(400, httpx.post(files, files={"file": ("x.mp4", b"")}, data={"purpose": "user_data"}))
+    big = b"\x00" * 2_100_000
+    _expect_error(413, httpx.post(files, files={"file": ("x.mp4", big)}, data={"purpose": "user_data"}))
+    assert not list(server.files_dir.glob(".file-*.partial")), "refused uploads leave nothing behind"
+
+    assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+    assert server.process.poll() is None
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_disconnect_mid_stream_aborts_the_engine_request(server, data_url):
+    body = {
+        "model": MODEL, "messages": video_message(url_part(data_url)), "max_tokens": 3000,
+        "ignore_eos": True, "stream": True,
+    }  # fmt: skip
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120) as response:
+        # Keep a reference to the line iterator: dropping it finalises httpcore's stream,
+        # which closes the connection on the spot.
+        lines = response.iter_lines()
+        received = 0
+        for line in lines:
+            received += line.startswith("data: {")
+            if received >= 5:
+                break
+        assert server.metric("sharp_engine_unfinished_requests") == 1, "the request should still be running"
+    # The connection is closed here, long before 3000 tokens could be generated.
+    deadline = time.monotonic() + 15
+    while server.metric("sharp_engine_unfinished_requests") != 0:
+        assert time.monotonic() < deadline, "the engine request kept running after the client left"
+        time.sleep(0.2)
+
+
+def test_eight_concurrent_streams_with_mixed_retention(server, data_url):
+    retentions = [1.0, 0.75, 0.5, 0.4, 0.25, 0.2, 0.1, 0.05]
+    start = threading.Barrier(len(retentions))
+
+    def run(retention):
+        client = server.client()
+        start.wait()
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=video_message(url_part(data_url)),
+            max_tokens=8,
+            temperature=0.0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"sharp": {"retention": retention}},
+        )
+        chunks = list(stream)
+        return retention, chunks[-1]
+
+    with ThreadPoolExecutor(len(retentions)) as pool:
+        results = list(pool.map(run, retentions))
+    prompt_tokens = {}
+    for retention, final in results:
+        assert final.usage.completion_tokens == 8
+        assert final.model_extra["sharp"]["video_tokens_kept"] == kept_count(retention, 256)
+        prompt_tokens[retention] = final.usage.prompt_tokens
+    text_tokens = {p - kept_count(r, 256) for r, p in prompt_tokens.items()}
+    assert len(text_tokens) == 1, "every request's prompt = the same text + its own kept count"
+
+
+def test_models_health_and_metrics(server):
+    assert [m.id for m in server.client().models.list().data] == [MODEL]
+    assert httpx.get(f"{server.base_url}/health", timeout=10).json() == {"status": "ok"}
+    assert server.metric("sharp_video_tokens_total") > 0
+    metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    for name in (
+        "sharp_requests_total",
+        "sharp_errors_total",
+        "sharp_scoring_seconds_bucket",
+        "sharp_ttft_seconds_bucket",
+    ):
+        assert name in metrics

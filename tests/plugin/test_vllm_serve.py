@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +16,7 @@ from sharp_plugin import WORKER_EXTENSION
 from sharp_plugin.core import kept_count
 
 from ..media import noise_video, write_mp4
+from ..process import free_port, http_server
 from .conftest import SHARP_ARCH
 
 pytestmark = pytest.mark.engine
@@ -27,17 +24,10 @@ pytestmark = pytest.mark.engine
 STARTUP_TIMEOUT_S = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model_dir, tmp_path_factory):
-    port = _free_port()
     media_dir = tmp_path_factory.mktemp("media")
-    log_path = media_dir / "vllm-serve.log"
+    port = free_port()
     command = [
         str(Path(sys.executable).parent / "vllm"), "serve", str(tiny_model_dir),
         "--host", "127.0.0.1", "--port", str(port),
@@ -48,32 +38,11 @@ def vllm_server(tiny_model_dir, tmp_path_factory):
         "--max-model-len", "4096", "--enforce-eager", "--dtype", "bfloat16",
         "--limit-mm-per-prompt", json.dumps({"video": 1, "image": 1}),
     ]  # fmt: skip
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vllm serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"vllm serve not healthy after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(2)
+    with http_server(
+        command, f"{base_url}/health", media_dir / "vllm-serve.log", timeout_s=STARTUP_TIMEOUT_S
+    ):
         yield base_url, media_dir
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")

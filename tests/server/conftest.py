@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from ..conftest import REPO
+from ..process import free_port, http_server
 
 DEFAULT_MODEL = REPO / "runs" / "models" / "tiny-qwen25vl"
 STARTUP_TIMEOUT_S = 300
@@ -21,12 +19,6 @@ TEST_LIMITS = {
     "SHARP_SERVE_MEDIA__MAX_VIDEO_SECONDS": "20",
     "SHARP_SERVE_MEDIA__MAX_FRAMES": "16",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -63,40 +55,24 @@ def server(default_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
     media_root, files_dir = root / "media", root / "files"
     media_root.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {
-        **os.environ,
         **TEST_LIMITS,
         "SHARP_SERVE_SECURITY__ALLOWED_LOCAL_ROOT": str(media_root),
         "SHARP_SERVE_FILES__DIRECTORY": str(files_dir),
     }
-    log = root / "server.log"
-    started = time.monotonic()
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--config", str(REPO / "configs/default.yaml"),
-             "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
-        )  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "server",
+        "--config",
+        str(REPO / "configs/default.yaml"),
+        "--port",
+        str(port),
+    ]
     base_url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > STARTUP_TIMEOUT_S:
-                pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
-        print(f"server start-up: {time.monotonic() - started:.1f} s")
+    log = root / "server.log"
+    with http_server(
+        command, f"{base_url}/health", log, env=env, cwd=root, timeout_s=STARTUP_TIMEOUT_S
+    ) as process:
         yield RunningServer(base_url, media_root, files_dir, process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -61,7 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     import decord
 
-    clip = make_clip(REPO / "runs/bench" / f"clip-{args.seconds}s-{args.height}p.mp4", args.seconds, args.height, args.fps)
+    clip = make_clip(
+        REPO / "runs/bench" / f"clip-{args.seconds}s-{args.height}p.mp4", args.seconds, args.height, args.fps
+    )
     limits = MediaSettings(max_frames=args.frames, max_frame_pixels=448 * 448, max_video_seconds=3600)
 
     def sampled():
@@ -73,7 +75,9 @@ def main() -> None:
             reader[i]  # decode, drop: holding 1800 frames at 720p would need 5 GB
 
     rows = {
-        f"server path: seek-sample {args.frames} frames, resized to 448^2 budget": timed(sampled, args.repeats),
+        f"server path: seek-sample {args.frames} frames, resized to 448^2 budget": timed(
+            sampled, args.repeats
+        ),
         "decode every frame (full resolution)": timed(every_frame_full_res, 1),
     }
     result = {"clip": {"seconds": args.seconds, "height": args.height, "fps": args.fps}, "rows": {}}

@@ -75,9 +75,17 @@ def main() -> None:
         startup_s = time.monotonic() - started
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused")
         urls = [clip_url(seed) for seed in range(len(SETTINGS) * args.requests + 1)]
-        message = lambda url: [{"role": "user", "content": [  # noqa: E731
-            {"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": "What is shown?"}]}]  # fmt: skip
-        client.chat.completions.create(model="sharp-tiny-qwen25vl", messages=message(urls.pop()), max_tokens=8)
+
+        def message(url: str) -> list[dict]:
+            parts = [
+                {"type": "video_url", "video_url": {"url": url}},
+                {"type": "text", "text": "What is shown?"},
+            ]
+            return [{"role": "user", "content": parts}]
+
+        client.chat.completions.create(
+            model="sharp-tiny-qwen25vl", messages=message(urls.pop()), max_tokens=8
+        )
         rows = []
         for name, sharp in SETTINGS.items():
             latencies, reports, prompt_tokens = [], [], []
@@ -90,23 +98,33 @@ def main() -> None:
                 latencies.append(time.perf_counter() - t0)
                 reports.append(response.model_extra["sharp"])
                 prompt_tokens.append(response.usage.prompt_tokens)
-            rows.append({
-                "settings": name, "latency_s_median": statistics.median(latencies), "latency_s": latencies,
-                "video_tokens": reports[0]["video_tokens"], "video_tokens_kept": reports[0]["video_tokens_kept"],
-                "prompt_tokens": prompt_tokens[0],
-                "scoring_ms_median": statistics.median(r["scoring_ms"] for r in reports),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "settings": name,
+                    "latency_s_median": statistics.median(latencies),
+                    "latency_s": latencies,
+                    "video_tokens": reports[0]["video_tokens"],
+                    "video_tokens_kept": reports[0]["video_tokens_kept"],
+                    "prompt_tokens": prompt_tokens[0],
+                    "scoring_ms_median": statistics.median(r["scoring_ms"] for r in reports),
+                }
+            )
     finally:
         process.terminate()
         process.wait(timeout=60)
     print(f"server start-up (process start -> /health 200): {startup_s:.1f} s")
     print(f"{'settings':16} {'tokens':>10} {'prompt':>7} {'latency s (median)':>19} {'scoring ms':>11}")
     for r in rows:
-        print(f"{r['settings']:16} {r['video_tokens']:>4}->{r['video_tokens_kept']:<5} {r['prompt_tokens']:>7} "
-              f"{r['latency_s_median']:>19.3f} {r['scoring_ms_median']:>11.1f}")  # fmt: skip
+        tokens = f"{r['video_tokens']:>4}->{r['video_tokens_kept']:<5}"
+        print(
+            f"{r['settings']:16} {tokens} {r['prompt_tokens']:>7} "
+            f"{r['latency_s_median']:>19.3f} {r['scoring_ms_median']:>11.1f}"
+        )
     out = REPO / "bench/results/server_latency.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"startup_s": startup_s, "requests_per_setting": args.requests, "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps({"startup_s": startup_s, "requests_per_setting": args.requests, "rows": rows}, indent=2)
+    )
     print(f"wrote {out}")
 
 

@@ -8,6 +8,7 @@ is complete and probed, so a failed or cut upload leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -56,14 +57,14 @@ class FileStore:
         return file_id, self.directory / f".{file_id}.partial"
 
     def commit(self, file_id: str, partial: Path, filename: str, purpose: str, video: dict) -> StoredFile:
-        now = int(time.time())
+        now = time.time()
         stored = StoredFile(
             id=file_id,
             bytes=partial.stat().st_size,
-            created_at=now,
+            created_at=int(now),
             filename=os.path.basename(filename) or "upload",
             purpose=purpose,
-            expires_at=now + int(self.ttl_s),
+            expires_at=math.ceil(now + self.ttl_s),  # whole seconds, as OpenAI's timestamps
             video=video,
         )
         os.replace(partial, self._data(file_id))

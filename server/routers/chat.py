@@ -29,8 +29,7 @@ _DISCONNECT_POLL_S = 0.25
 
 
 def sharp_request_settings(body: ChatCompletionRequest) -> dict[str, Any]:
-    """The request's `sharp` object, from the body field or vLLM's mm_processor_kwargs,
-    with vLLM's wording pruning_rate (= 1 - retention) accepted."""
+    """The request's `sharp` object, from the body field or vLLM's mm_processor_kwargs."""
     nested = (body.mm_processor_kwargs or {}).get("sharp")
     if body.sharp is not None and nested is not None:
         raise InvalidRequest("Give `sharp` or `mm_processor_kwargs.sharp`, not both", param="sharp")
@@ -39,18 +38,7 @@ def sharp_request_settings(body: ChatCompletionRequest) -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise SharpSettingsError("sharp: must be an object")
-    settings = dict(raw)
-    settings.pop("report_id", None)  # ours to set
-    if "pruning_rate" in settings:
-        if "retention" in settings:
-            raise SharpSettingsError(
-                "sharp.pruning_rate: give pruning_rate or retention, not both", "pruning_rate"
-            )
-        rate = settings.pop("pruning_rate")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-            raise SharpSettingsError("sharp.pruning_rate: must be a number", "pruning_rate")
-        settings["retention"] = 1.0 - float(rate)
-    return settings
+    return {k: v for k, v in raw.items() if k != "report_id"}  # report_id is ours to set
 
 
 def sampling_params(body: ChatCompletionRequest) -> dict[str, Any]:

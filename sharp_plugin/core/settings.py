@@ -93,10 +93,11 @@ def parse_settings(
     """Merge engine-wide defaults with the request (request wins) and validate.
 
     No settings at all (neither engine defaults nor request) -> NO_PRUNING. Settings that
-    do not name a method mean ShaRP: {"retention": 0.25} prunes.
+    do not name a method mean ShaRP: {"retention": 0.25} prunes. vLLM's wording
+    `pruning_rate` (= 1 - retention) is accepted instead of `retention`.
     Raises SharpSettingsError whose message starts with `sharp.<field>:`.
     """
-    merged: dict[str, Any] = {**(defaults or {}), **(request or {})}
+    merged: dict[str, Any] = {**_with_retention(defaults), **_with_retention(request)}
     if not merged:
         return NO_PRUNING
     try:
@@ -108,4 +109,19 @@ def parse_settings(
         raise SharpSettingsError(f"{where}: {first['msg']}", field=field) from None
     if num_decoder_layers is not None:
         settings.check_for_model(num_decoder_layers)
+    return settings
+
+
+def _with_retention(settings: dict[str, Any] | None) -> dict[str, Any]:
+    settings = dict(settings or {})
+    if "pruning_rate" not in settings:
+        return settings
+    if "retention" in settings:
+        raise SharpSettingsError(
+            "sharp.pruning_rate: give pruning_rate or retention, not both", "pruning_rate"
+        )
+    rate = settings.pop("pruning_rate")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise SharpSettingsError("sharp.pruning_rate: must be a number in [0, 1)", "pruning_rate")
+    settings["retention"] = 1.0 - float(rate)
     return settings

@@ -62,3 +62,14 @@ def test_fastv_turns_off_the_three_fixes():
 
 def test_integer_retention_is_a_valid_float():
     assert parse_settings({"retention": 1}).retention == 1.0
+
+
+def test_pruning_rate_is_vllms_word_for_one_minus_retention():
+    assert parse_settings({"pruning_rate": 0.75}).retention == 0.25
+    # A request's pruning_rate wins over an engine default's retention.
+    assert parse_settings({"pruning_rate": 0.5}, {"retention": 0.1}).retention == 0.5
+    with pytest.raises(SharpSettingsError, match="not both") as info:
+        parse_settings({"pruning_rate": 0.5, "retention": 0.5})
+    assert info.value.field == "pruning_rate"
+    with pytest.raises(SharpSettingsError, match="pruning_rate"):
+        parse_settings({"pruning_rate": 1.0})

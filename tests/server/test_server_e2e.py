@@ -262,3 +262,51 @@ def test_models_health_and_metrics(server):
         "sharp_ttft_seconds_bucket",
     ):
         assert name in metrics
+
+
+def test_text_only_and_image_requests(server, data_url):
+    import io
+
+    from PIL import Image
+
+    client = server.client()
+    text_only = chat(
+        client, [{"role": "user", "content": "Hello"}], extra_body={"sharp": {"retention": 0.25}}
+    )
+    assert text_only.usage.prompt_tokens > 0 and text_only.model_extra["sharp"]["video_tokens"] == 0
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (112, 112), (200, 30, 30)).save(buffer, format="PNG")
+    image = {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()},
+    }
+    messages = [
+        {"role": "user", "content": [image, url_part(data_url), {"type": "text", "text": "Same colour?"}]}
+    ]
+    full = chat(client, messages, extra_body={"sharp": {"method": "none"}})
+    pruned = chat(client, messages, extra_body={"sharp": {"retention": 0.25}})
+    report = pruned.model_extra["sharp"]
+    assert (report["video_tokens"], report["video_tokens_kept"]) == (256, 64)
+    # Only the video shrank: the image's tokens are all still there.
+    assert full.usage.prompt_tokens - pruned.usage.prompt_tokens == 256 - 64
+
+
+def test_health_turns_503_when_the_engine_dies(server):
+    """Last in this module: it kills the shared server's engine core."""
+    import psutil
+
+    engine_cores = [
+        p
+        for p in psutil.Process(server.process.pid).children(recursive=True)
+        if "EngineCore" in " ".join(p.cmdline())
+    ]
+    assert engine_cores, "the server should run vLLM's engine core as a child process"
+    for process in engine_cores:
+        process.kill()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server.base_url}/health", timeout=10).status_code != 503:
+        assert time.monotonic() < deadline, "/health kept answering 200 with a dead engine"
+        time.sleep(0.5)
+    error = httpx.get(f"{server.base_url}/health", timeout=10).json()["error"]
+    assert error["type"] == "service_unavailable"

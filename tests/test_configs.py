@@ -24,3 +24,21 @@ def test_ablations_switch_off_exactly_one_fix():
         ablated = parse_settings(PRESETS[name])
         differing = {f for f in type(full).model_fields if getattr(full, f) != getattr(ablated, f)}
         assert differing == {field}, name
+
+
+SERVER_CONFIGS = sorted(
+    p for p in (Path(__file__).parents[1] / "configs").glob("*.yaml") if p.name != "pruning-presets.yaml"
+)
+
+
+@pytest.mark.parametrize("path", SERVER_CONFIGS, ids=lambda p: p.name)
+def test_every_server_config_loads(path):
+    from server.settings import ServerSettings
+
+    settings = ServerSettings.from_yaml(path)
+    assert settings.engine.model
+    parse_settings(settings.sharp)
+
+
+def test_there_is_a_default_and_a_gpu_config():
+    assert {p.name for p in SERVER_CONFIGS} >= {"default.yaml", "gpu-qwen25vl-7b.yaml"}

@@ -3,6 +3,7 @@ kept, then fills the budget with the best skipped ones so it is always met exact
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,30 +27,32 @@ def deduplicated_top_k(
     kept_unit = unit.new_empty((k, unit.shape[1]))
     kept: list[int] = []
     skipped: list[int] = []
-    # Blocks bound the number of device syncs: similarities of a block against the kept
-    # set and within the block come from two matmuls and one copy to the host; only the
-    # walk inside the block is sequential.
+    # Blocks bound the device work and syncs: one matmul against the kept set and one
+    # within the block, then a host-side walk over a boolean adjacency (the walk is
+    # sequential by definition: a token's fate depends on the ones kept before it).
     block = 256
     for start in range(0, n, block):
         cand = unit[start : start + block]  # [B, D]
+        size = cand.shape[0]
         if kept:
-            max_to_kept = (cand @ kept_unit[: len(kept)].T).amax(dim=1).cpu()  # [B]
+            dup_of_kept = ((cand @ kept_unit[: len(kept)].T).amax(dim=1) >= threshold).cpu().numpy()  # [B]
         else:
-            max_to_kept = torch.full((cand.shape[0],), -1.0)
-        within = (cand @ cand.T).cpu()  # [B, B]
-        taken_in_block: list[int] = []
-        for j in range(cand.shape[0]):
-            dup = bool(max_to_kept[j] >= threshold) or (
-                bool(taken_in_block) and bool(within[j, taken_in_block].max() >= threshold)
-            )
-            if dup:
+            dup_of_kept = np.zeros(size, dtype=bool)
+        similar = ((cand @ cand.T) >= threshold).cpu().numpy()  # [B, B]
+        taken = np.zeros(size, dtype=bool)
+        for j in range(size):
+            if dup_of_kept[j] or (similar[j] & taken).any():
                 skipped.append(start + j)
                 continue
-            taken_in_block.append(j)
-            kept_unit[len(kept)] = cand[j]
+            taken[j] = True
             kept.append(start + j)
             if len(kept) == k:
-                return order[torch.tensor(kept, device=order.device)]
+                break
+        new_rows = np.flatnonzero(taken)
+        first = len(kept) - len(new_rows)
+        kept_unit[first : len(kept)] = cand[torch.from_numpy(new_rows).to(cand.device)]
+        if len(kept) == k:
+            return order[torch.tensor(kept, device=order.device)]
     fill = skipped[: k - len(kept)]  # skipped is already in descending score order
     return order[torch.tensor(kept + fill, device=order.device)]
 

@@ -162,3 +162,33 @@ def test_segment_width_reaches_the_scoring_pass():
     )
     select_tokens(SharpSettings(method="fastv", retention=0.5, segment_frames=3), visual, scorer)
     assert seen == [3, 3, 0]
+
+
+def _naive_dedup(scores, features, k, threshold):
+    """The definition, written out token by token."""
+    unit = F.normalize(features.float(), dim=-1)
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    kept, skipped = [], []
+    for i in order:
+        if any(float(unit[i] @ unit[j]) >= threshold for j in kept):
+            skipped.append(i)
+        else:
+            kept.append(i)
+        if len(kept) == k:
+            break
+    return kept + skipped[: k - len(kept)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_blocked_dedup_equals_the_definition(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(2, 700, (1,), generator=g))
+    base = torch.randn(max(1, n // 7), 24, generator=g)  # clusters: many near-duplicates
+    features = base[torch.randint(0, base.shape[0], (n,), generator=g)] + 0.3 * torch.randn(
+        n, 24, generator=g
+    )
+    scores = torch.rand(n, generator=g)
+    for threshold in (0.3, 0.8, 0.95):
+        k = int(torch.randint(1, n + 1, (1,), generator=g))
+        got = deduplicated_top_k(scores, features, k, threshold).tolist()
+        assert got == _naive_dedup(scores, features, k, threshold), (n, k, threshold)

@@ -3,6 +3,8 @@ fake engine (every engine-facing behaviour is also tested on the real one)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,6 +18,20 @@ class FakeEngine:
 
     def __init__(self, settings):
         self.dead = False
+        self.aborted: list[str] = []
+
+    def render_prompt(self, messages):
+        return "prompt"
+
+    async def generate(self, request, sampling, request_id):
+        await asyncio.sleep(3600)  # an engine that never answers
+        yield None
+
+    async def abort(self, request_id):
+        self.aborted.append(request_id)
+
+    async def sharp_report(self, report_id):
+        return []
 
     async def check_health(self):
         if self.dead:
@@ -30,9 +46,12 @@ class FakeEngine:
 
 @pytest.fixture
 def make_client(tmp_path):
-    def make(**security):
+    def make(request_timeout_s=600.0, **security):
         settings = ServerSettings(
-            engine={"model": "fake"}, security=security, files={"directory": str(tmp_path / "files")}
+            engine={"model": "fake"},
+            security=security,
+            files={"directory": str(tmp_path / "files")},
+            request_timeout_s=request_timeout_s,
         )
         return TestClient(create_app(settings, engine_factory=FakeEngine))
 
@@ -72,3 +91,12 @@ def test_unknown_routes_use_the_error_envelope(make_client):
             "param",
             "code",
         }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_past_its_timeout_is_504_and_aborted(make_client, stream):
+    with make_client(request_timeout_s=0.5) as client:
+        body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+        assert len(client.app.state.engine.aborted) == 1

@@ -9,7 +9,9 @@ from sharp_plugin import WORKER_EXTENSION
 SHARP_ARCH = "SharpQwen2_5_VLForConditionalGeneration"
 
 
-def make_llm(model_dir, *, sharp: bool, dtype: str = "bfloat16", sharp_defaults: dict | None = None):
+def make_llm(
+    model_dir, *, sharp: bool, dtype: str = "bfloat16", sharp_defaults: dict | None = None, **engine_args
+):
     from vllm import LLM
 
     hf_overrides = None
@@ -29,6 +31,7 @@ def make_llm(model_dir, *, sharp: bool, dtype: str = "bfloat16", sharp_defaults:
         hf_overrides=hf_overrides,
         seed=0,
         **extra,
+        **engine_args,
     )
 
 
@@ -60,5 +63,19 @@ FP32_DEFAULTS = {"method": "uniform", "retention": 0.5}
 @pytest.fixture(scope="session")
 def sharp_llm_fp32(tiny_model_dir):
     llm = make_llm(tiny_model_dir, sharp=True, dtype="float32", sharp_defaults=FP32_DEFAULTS)
+    yield llm
+    _shutdown(llm)
+
+
+# Chunked prefill with a tiny token budget: a 512-token video is prefilled over several
+# steps, so position channels reach recompute_mrope_positions a slice at a time.
+CHUNK_TOKENS = 96
+
+
+@pytest.fixture(scope="session")
+def sharp_llm_chunked(tiny_model_dir):
+    llm = make_llm(
+        tiny_model_dir, sharp=True, enable_chunked_prefill=True, max_num_batched_tokens=CHUNK_TOKENS
+    )
     yield llm
     _shutdown(llm)

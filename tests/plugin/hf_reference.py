@@ -36,24 +36,20 @@ class HFReference:
             total_num_frames=len(frames), fps=fps, duration=len(frames) / fps,
             video_backend="opencv", frames_indices=list(range(len(frames))),
         )  # fmt: skip
-        out = self.processor(
-            text=[prompt],
-            videos=[frames],
-            video_metadata=[metadata],
-            do_sample_frames=False,
-            return_tensors="pt",
-        )
+
+        def process(video):
+            return self.processor(
+                text=[prompt],
+                videos=[video],
+                video_metadata=[metadata],
+                do_sample_frames=False,
+                return_tensors="pt",
+            )
+
+        out = process(frames)
         grid = out["video_grid_thw"]
         visual = self.video_features(out["pixel_values_videos"], grid)
-        black = np.zeros_like(frames)
-        black_pixels = self.processor(
-            text=[prompt],
-            videos=[black],
-            video_metadata=[metadata],
-            do_sample_frames=False,
-            return_tensors="pt",
-        )["pixel_values_videos"]
-        black_visual = self.video_features(black_pixels, grid)
+        black_visual = self.video_features(process(np.zeros_like(frames))["pixel_values_videos"], grid)
         t_scale = float(out["second_per_grid_ts"][0]) * self.config.vision_config.tokens_per_second
         return ids[:at], ids[at + 1 :], grid[0].tolist(), t_scale, visual, black_visual
 

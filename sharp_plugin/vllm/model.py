@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from vllm.multimodal.video_prune.evs import recompute_mrope_positions as evs_rec
 from sharp_plugin.core import NO_PRUNING, SharpSettings, select_tokens
 
 from . import positions
+from .bounded_store import BoundedStore
 from .processor import ITEM_FIELDS, read_item
 from .reports import WORKER_REPORTS
 from .scoring_pass import DecoderScoringPass, ItemLayout
@@ -36,25 +36,6 @@ _selection_numbers = itertools.count(1)
 
 _PRIOR_CACHE_ENTRIES = 64
 _BLACK_EMBED_CACHE_ENTRIES = 8
-
-
-class _LRU(OrderedDict):
-    def __init__(self, max_entries: int):
-        super().__init__()
-        self.max_entries = max_entries
-
-    def lookup(self, key):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return None
-
-    def store(self, key, value):
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.max_entries:
-            self.popitem(last=False)
-        return value
 
 
 def enable_pruning_path(vllm_config) -> None:
@@ -93,8 +74,8 @@ class SharpModelMixin:
     def _sharp_init(self) -> None:
         self.is_multimodal_pruning_enabled = True
         self._sharp_tp_size = get_tensor_model_parallel_world_size()
-        self._sharp_prior_cache = _LRU(_PRIOR_CACHE_ENTRIES)
-        self._sharp_black_cache = _LRU(_BLACK_EMBED_CACHE_ENTRIES)
+        self._sharp_prior_cache: BoundedStore[torch.Tensor] = BoundedStore(_PRIOR_CACHE_ENTRIES)
+        self._sharp_black_cache: BoundedStore[torch.Tensor] = BoundedStore(_BLACK_EMBED_CACHE_ENTRIES)
 
     # ---- embed_multimodal -------------------------------------------------------------
     def embed_multimodal(self, **kwargs: object):
@@ -174,15 +155,15 @@ class SharpModelMixin:
             tuple(layout.prefix_ids.tolist()),
             tuple(layout.suffix_ids.tolist()),
         )
-        cached = self._sharp_prior_cache.lookup(key)
-        if cached is not None:
-            return cached
-        black = self._sharp_black_cache.lookup(tuple(grid))
-        if black is None:
-            black = self._sharp_black_cache.store(
-                tuple(grid), self._sharp_embed_black_video(grid, fields["sharp_black_pixels"])
-            )
-        return self._sharp_prior_cache.store(key, scoring_pass(black, segment_groups).scores)
+        prior = self._sharp_prior_cache.get(key)
+        if prior is None:
+            black = self._sharp_black_cache.get(tuple(grid))
+            if black is None:
+                black = self._sharp_embed_black_video(grid, fields["sharp_black_pixels"])
+                self._sharp_black_cache.put(tuple(grid), black)
+            prior = scoring_pass(black, segment_groups).scores
+            self._sharp_prior_cache.put(key, prior)
+        return prior
 
     # ---- positions --------------------------------------------------------------------
     def recompute_mrope_positions(

@@ -125,7 +125,7 @@ class SharpProcessorMixin:
         sharp[_HASHES] = self._get_mm_hashes(inputs)  # once; reused by the caching path
         result = super().apply(inputs, timing_ctx)
         if report_id is not None:
-            FRONTEND_RECORDS.put(str(report_id), self._frontend_record(settings, items, sharp[_HASHES]))
+            FRONTEND_RECORDS.put(str(report_id), self._frontend_record(settings, sharp[_HASHES]))
         return result
 
     def _split_prompt(self, prompt: list[int]) -> list[dict[str, Any]]:
@@ -265,7 +265,7 @@ class SharpProcessorMixin:
         return out["pixel_values_videos"][0].float().contiguous()
 
     # ---- the frontend half of the report -------------------------------------------
-    def _frontend_record(self, settings, items, hashes) -> list[dict[str, Any]]:
+    def _frontend_record(self, settings, hashes) -> list[dict[str, Any]]:
         prune_layer = settings.prune_layer if settings.needs_scoring_pass else None
         return [
             {"mm_hash": h, "settings": settings.model_dump(), "prune_layer": prune_layer}

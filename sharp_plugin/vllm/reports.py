@@ -17,50 +17,18 @@ the worker answers with the report it stored when the item was first embedded.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-V = TypeVar("V")
+from .bounded_store import BoundedStore
 
 _MAX_ENTRIES = 8192
 
 
-class BoundedStore(Generic[V]):
-    """Thread-safe LRU mapping: reports must never grow without bound in a server."""
-
-    def __init__(self, max_entries: int = _MAX_ENTRIES):
-        self._entries: OrderedDict[str, V] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
-
-    def put(self, key: str, value: V) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-    def get(self, key: str) -> V | None:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def pop(self, key: str) -> V | None:
-        with self._lock:
-            return self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 # Frontend: report_id -> [{"mm_hash", "settings"}] per video of that request.
-FRONTEND_RECORDS: BoundedStore[list[dict[str, Any]]] = BoundedStore()
+FRONTEND_RECORDS: BoundedStore[list[dict[str, Any]]] = BoundedStore(_MAX_ENTRIES)
 
 # Worker: mm_hash -> the decision for that item (see SharpModelMixin._select_video).
-WORKER_REPORTS: BoundedStore[dict[str, Any]] = BoundedStore()
+WORKER_REPORTS: BoundedStore[dict[str, Any]] = BoundedStore(_MAX_ENTRIES)
 
 
 class SharpWorkerExtension:

@@ -49,30 +49,17 @@ class VLLMEngine:
         hf_overrides: dict[str, Any] = {"architectures": [engine.architecture]}
         if settings.sharp:
             hf_overrides["sharp_defaults"] = settings.sharp
+        # EngineSettings fields are AsyncEngineArgs fields of the same name, except the two
+        # that are ours; unset (None) ones keep vLLM's defaults.
+        own_fields = engine.model_dump(exclude={"architecture", "extra_engine_args"}, exclude_none=True)
         args = AsyncEngineArgs(
-            model=engine.model,
-            served_model_name=engine.served_model_name,
-            dtype=engine.dtype,
-            max_model_len=engine.max_model_len,
-            max_num_seqs=engine.max_num_seqs,
-            enforce_eager=engine.enforce_eager,
-            enable_prefix_caching=engine.enable_prefix_caching,
-            tensor_parallel_size=engine.tensor_parallel_size,
-            pipeline_parallel_size=engine.pipeline_parallel_size,
-            data_parallel_size=engine.data_parallel_size,
-            distributed_executor_backend=engine.distributed_executor_backend,
-            seed=engine.seed,
+            **own_fields,
             hf_overrides=hf_overrides,
             worker_extension_cls=WORKER_EXTENSION,
             limit_mm_per_prompt={
                 "video": settings.media.max_videos_per_request,
                 "image": settings.media.max_images_per_request,
             },
-            **(
-                {"gpu_memory_utilization": engine.gpu_memory_utilization}
-                if engine.gpu_memory_utilization
-                else {}
-            ),
             **engine.extra_engine_args,
         )
         self._llm = AsyncLLM.from_engine_args(args)

@@ -21,8 +21,9 @@ class _Section(BaseModel):
 
 
 class EngineSettings(_Section):
-    """What vLLM's AsyncLLM is built with. Scaling past one GPU is vLLM's own tensor,
-    pipeline and data parallelism (Ray for several hosts)."""
+    """What vLLM's AsyncLLM is built with: every field but `architecture` and
+    `extra_engine_args` is the AsyncEngineArgs field of the same name. Scaling past one
+    GPU is vLLM's own tensor, pipeline and data parallelism (Ray for several hosts)."""
 
     model: str
     served_model_name: str | None = None

@@ -86,32 +86,30 @@ async def _video_path(
 ) -> Path:
     if part.type == "file":
         return store.path(part.file.file_id)
-    url = part.video_url.url
-    if url.startswith("data:"):
-        _, data = sources.decode_data_url(url, settings.media.max_inline_bytes)
-    elif url.startswith("file://"):
-        return sources.local_path(url, settings.security)
-    elif url.startswith(("https://", "http://")):
-        data = await sources.fetch_remote(
-            url, settings.security, settings.media, max_bytes=settings.media.max_upload_bytes
-        )
-    else:
-        raise InvalidRequest("video_url must be a data:, https:// or file:// URL", param="video_url.url")
+    source = await _open_url(
+        part.video_url.url, settings, max_remote_bytes=settings.media.max_upload_bytes, param="video_url.url"
+    )
+    if isinstance(source, Path):
+        return source  # an allowed local file is decoded in place
     path = scratch / f"video-{index}"
-    path.write_bytes(data)
+    path.write_bytes(source)
     return path
 
 
 async def _image(part: ContentPart, settings: ServerSettings):
-    url = part.image_url.url
+    source = await _open_url(
+        part.image_url.url, settings, max_remote_bytes=settings.media.max_inline_bytes, param="image_url.url"
+    )
+    return sources.open_image(source.read_bytes() if isinstance(source, Path) else source)
+
+
+async def _open_url(url: str, settings: ServerSettings, *, max_remote_bytes: int, param: str) -> Path | bytes:
+    """An allowed local file's path, or the bytes behind a data: or allowed remote URL."""
     if url.startswith("data:"):
-        _, data = sources.decode_data_url(url, settings.media.max_inline_bytes)
-    elif url.startswith("file://"):
-        data = sources.local_path(url, settings.security).read_bytes()
-    elif url.startswith(("https://", "http://")):
-        data = await sources.fetch_remote(
-            url, settings.security, settings.media, max_bytes=settings.media.max_inline_bytes
-        )
-    else:
-        raise InvalidRequest("image_url must be a data:, https:// or file:// URL", param="image_url.url")
-    return sources.open_image(data)
+        return sources.decode_data_url(url, settings.media.max_inline_bytes)[1]
+    if url.startswith("file://"):
+        return sources.local_path(url, settings.security)
+    if url.startswith(("https://", "http://")):
+        return await sources.fetch_remote(url, settings.security, settings.media, max_bytes=max_remote_bytes)
+    kind = param.split(".")[0]
+    raise InvalidRequest(f"{kind} must be a data:, https:// or file:// URL", param=param)

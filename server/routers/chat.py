@@ -19,7 +19,7 @@ from sharp_plugin.core import parse_settings
 from sharp_plugin.core.settings import SharpSettingsError
 
 from ..deps import Authorized, EngineDep, MetricsDep, SettingsDep, StoreDep
-from ..errors import InvalidRequest, NotFound, RequestTimeout
+from ..errors import APIError, InvalidRequest, NotFound, RequestTimeout, error_body
 from ..media import resolve
 from ..schemas import ChatCompletionRequest, SharpReport, SharpVideoReport
 
@@ -93,7 +93,7 @@ async def create_chat_completion(
             first = None
         except TimeoutError:
             await deltas.aclose()
-            raise RequestTimeout(f"The request took longer than {timeout:.0f} s", code="timeout") from None
+            raise _timed_out(timeout) from None
         return StreamingResponse(
             _sse(run, body, include_usage, timeout, first, deltas),
             media_type="text/event-stream",
@@ -187,7 +187,7 @@ async def _complete(run: _Run, body: ChatCompletionRequest, request: Request, ti
                 break
             if time.monotonic() > deadline:
                 task.cancel()
-                raise RequestTimeout(f"The request took longer than {timeout:.0f} s", code="timeout")
+                raise _timed_out(timeout)
     finally:
         if not task.done():
             task.cancel()
@@ -241,15 +241,22 @@ async def _sse(run, body, include_usage: bool, timeout: float, first, deltas) ->
                 yield chunk([], usage=run.usage(), sharp=report)
             else:
                 yield chunk([], sharp=report)
+    # Headers are sent: an error mid-stream becomes an error event in OpenAI's envelope.
     except TimeoutError:
-        error = {"message": f"The request took longer than {timeout:.0f} s", "type": "timeout_error"}
-        yield f"data: {json.dumps({'error': {**error, 'param': None, 'code': 'timeout'}})}\n\n"
-    except Exception as exc:  # an engine failure mid-stream: report it in the stream's own terms
-        error = {"message": f"Generation failed: {type(exc).__name__}", "type": "server_error"}
-        yield f"data: {json.dumps({'error': {**error, 'param': None, 'code': None}})}\n\n"
+        yield _error_event(_timed_out(timeout))
+    except Exception as exc:  # an engine failure mid-stream
+        yield _error_event(APIError(f"Generation failed: {type(exc).__name__}"))
     finally:
         await deltas.aclose()  # on a disconnect this aborts the engine request
     yield "data: [DONE]\n\n"
+
+
+def _timed_out(timeout: float) -> RequestTimeout:
+    return RequestTimeout(f"The request took longer than {timeout:.0f} s", code="timeout")
+
+
+def _error_event(error: APIError) -> str:
+    return f"data: {json.dumps(error_body(error.message, error.error_type, error.param, error.code))}\n\n"
 
 
 async def _chain(first, rest: AsyncIterator) -> AsyncIterator:

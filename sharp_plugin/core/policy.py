@@ -13,7 +13,7 @@ import torch
 from .budget import kept_count
 from .calibration import calibrate, mean_prior_embeddings
 from .dedup import deduplicated_top_k
-from .selection import in_original_order, random_indices, uniform_indices
+from .selection import in_original_order, oracle_indices, random_indices, uniform_indices
 from .settings import SharpSettings
 
 
@@ -56,6 +56,8 @@ def select_tokens(
         return Selection(uniform_indices(n, k), n, scored=False)
     if s.method == "random":
         return Selection(random_indices(n, k, s.seed), n, scored=False)
+    if s.method == "oracle":
+        return Selection(oracle_indices(n, k, s.oracle_tokens), n, scored=False)
     if scoring_pass is None:
         raise ValueError(f"method {s.method!r} needs a scoring pass")
 

@@ -23,3 +23,12 @@ def random_indices(num_tokens: int, k: int, seed: int) -> torch.Tensor:
 
 def in_original_order(indices: torch.Tensor) -> torch.Tensor:
     return indices.sort().values
+
+
+def oracle_indices(num_tokens: int, k: int, priority: tuple[int, ...]) -> torch.Tensor:
+    """The first k of `priority`, then the rest of the budget uniformly over the other
+    tokens. # [k] long, ascending"""
+    first = list(dict.fromkeys(priority))[:k]
+    others = torch.tensor([i for i in range(num_tokens) if i not in set(first)], dtype=torch.long)
+    fill = others[uniform_indices(len(others), k - len(first))] if k > len(first) else others[:0]
+    return torch.cat([torch.tensor(first, dtype=torch.long), fill]).sort().values

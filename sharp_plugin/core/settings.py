@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-Method = Literal["none", "sharp", "fastv", "uniform", "random"]
+# `oracle` is for evaluation: it keeps tokens the caller names (a benchmark's ground truth).
+Method = Literal["none", "sharp", "fastv", "uniform", "random", "oracle"]
+TokenIndex = Annotated[int, Strict(), Field(ge=0)]
 Debias = Literal["off", "black", "mean"]
 Calibration = Literal["subtract", "divide"]
 
@@ -45,6 +56,10 @@ class SharpSettings(BaseModel):
     # Cosine similarity at or above which a token counts as a duplicate; 1.0 turns dedup off.
     dedup_threshold: float = Field(0.9, gt=0.0, le=1.0)
     seed: int = 0
+    # For `oracle`: the video's token indices (vLLM's t, h, w order) kept first; the rest
+    # of the budget is spread uniformly over the other tokens. Lax container type because
+    # settings cross vLLM's process boundary as JSON (a tuple arrives as a list).
+    oracle_tokens: tuple[TokenIndex, ...] = Field((), strict=False)
 
     @model_validator(mode="after")
     def _finite(self) -> SharpSettings:
@@ -52,6 +67,13 @@ class SharpSettings(BaseModel):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite")
         return self
+
+    @field_validator("oracle_tokens")
+    @classmethod
+    def _oracle_only(cls, tokens: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        if tokens and info.data.get("method") != "oracle":
+            raise ValueError("only used by method 'oracle'")
+        return tokens
 
     # -- derived views -------------------------------------------------------------
     @property

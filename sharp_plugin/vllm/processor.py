@@ -213,6 +213,11 @@ class SharpProcessorMixin:
         rows, prefixes, suffixes = [], [], []
         for index, thw in enumerate(grid.tolist()):
             num_tokens = thw[0] * thw[1] * thw[2] // (merge * merge)
+            if any(i >= num_tokens for i in settings.oracle_tokens):
+                raise SharpSettingsError(
+                    f"sharp.oracle_tokens: indices must be below the video's {num_tokens} tokens",
+                    field="oracle_tokens",
+                )
             item = items[index] if index < len(items) else {"prefix": [], "suffix": [], "query_from": 0}
             scoring = settings.needs_scoring_pass
             rows.append(

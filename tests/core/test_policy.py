@@ -104,7 +104,7 @@ def _random_scorer(visual, segment_groups):
     return ScoringResult(scores, visual)
 
 
-METHODS = ["none", "sharp", "fastv", "uniform", "random"]
+METHODS = ["none", "sharp", "fastv", "uniform", "random", "oracle"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -192,3 +192,14 @@ def test_blocked_dedup_equals_the_definition(seed):
         k = int(torch.randint(1, n + 1, (1,), generator=g))
         got = deduplicated_top_k(scores, features, k, threshold).tolist()
         assert got == _naive_dedup(scores, features, k, threshold), (n, k, threshold)
+
+
+def test_oracle_keeps_the_named_tokens_first_then_spreads_the_rest():
+    visual = torch.zeros(100, 2)
+    kept = select_tokens(SharpSettings(method="oracle", retention=0.05, oracle_tokens=(42, 7)), visual).kept
+    assert {42, 7} <= set(kept.tolist()) and kept.numel() == 5
+    others = [i for i in kept.tolist() if i not in (42, 7)]
+    assert max(others) - min(others) > 50  # the fill is spread, not bunched
+    # A budget smaller than the list keeps the list's first entries.
+    few = select_tokens(SharpSettings(method="oracle", retention=0.02, oracle_tokens=(42, 7, 9)), visual)
+    assert few.kept.tolist() == [7, 42]

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from sharp_plugin.core import SharpSettings, SharpSettingsError, parse_settings
@@ -34,6 +36,9 @@ def test_request_values_win_over_engine_defaults():
         ({"dedup_threshold": 0}, "dedup_threshold"),
         ({"segment_frames": -1}, "segment_frames"),
         ({"colour": "red"}, "colour"),
+        ({"method": "sharp", "oracle_tokens": [3]}, "oracle_tokens"),
+        ({"method": "oracle", "oracle_tokens": [-1]}, "oracle_tokens.0"),
+        ({"method": "oracle", "oracle_tokens": ["3"]}, "oracle_tokens.0"),
     ],
 )
 def test_invalid_settings_name_the_field(request_settings, field):
@@ -73,3 +78,10 @@ def test_pruning_rate_is_vllms_word_for_one_minus_retention():
     assert info.value.field == "pruning_rate"
     with pytest.raises(SharpSettingsError, match="pruning_rate"):
         parse_settings({"pruning_rate": 1.0})
+
+
+def test_oracle_tokens_survive_a_json_round_trip():
+    settings = parse_settings({"method": "oracle", "retention": 0.1, "oracle_tokens": [7, 3]})
+    assert settings.oracle_tokens == (7, 3)
+    again = SharpSettings.model_validate(json.loads(settings.model_dump_json()))
+    assert again == settings

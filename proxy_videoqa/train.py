@@ -1,0 +1,226 @@
+"""Train the proxy model from scratch on CPU; resumable from its own checkpoints.
+
+    python -m proxy_videoqa.train --work runs/proxy-train --export models/sharp-proxy-qwen25vl
+
+Everything is fixed by the arguments: clip seeds come from the step number, the
+learning-rate schedule from the step count, so an interrupted run resumes where its
+last checkpoint left off (rerun the same command) and a rerun trains the same model up
+to floating-point summation order.
+
+Loss: cross-entropy on the answer and the <|im_end|> after it, plus training-only
+per-token colour and shape heads on the merged video tokens. Without those dense
+targets the answer gradient has to find a one-token needle through attention that
+starts out uniform, and a feasibility run stayed at chance for 20 minutes; with them,
+colour is learnt in minutes. The heads are not part of the exported model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .batches import Batch, collate
+from .checkpoint import ModelSize, build_model, qwen25vl_config, save_checkpoint
+from .clips import ANSWERS, COLOUR_NAMES, SHAPES, SPLITS, TASKS, Clip, cell_labels, make_clip
+from .geometry import FRAME_PIXELS
+from .held_out import held_out_clips
+from .tokenizer import build_tokenizer
+
+VERSION = "1"
+SIZE = ModelSize(
+    text_hidden=192, text_layers=4, text_heads=4, text_kv_heads=2, text_ffn=384,
+    vision_depth=4, vision_hidden=64, vision_heads=4, vision_ffn=128,
+)  # fmt: skip
+SHARP_ARCHITECTURE = "SharpQwen2_5_VLForConditionalGeneration"
+SINGLE_TASK_SHARE = 0.25  # the rest is the query task; splits are uniform
+
+
+def proxy_tokenizer():
+    corpus = ["You are a helpful assistant. system user assistant video"] * 50
+    corpus += ["What colour is the shape?"] * 50
+    corpus += [f"What colour is the {shape}?" for shape in SHAPES] * 50
+    corpus += [" ".join(ANSWERS), "\n".join(ANSWERS)] * 50
+    return build_tokenizer(corpus, single_tokens=ANSWERS)
+
+
+def training_clips(step: int, batch_size: int) -> list[Clip]:
+    clips = []
+    for seed in range(step * batch_size, (step + 1) * batch_size):
+        rng = np.random.default_rng([seed, 7])
+        task = TASKS[0] if rng.random() < SINGLE_TASK_SHARE else TASKS[1]
+        clips.append(make_clip(seed, task, SPLITS[rng.integers(len(SPLITS))]))
+    return clips
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int = 100) -> float:
+    cosine = 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
+    return peak * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * cosine)
+
+
+class AuxHeads(torch.nn.Module):
+    """Training-only per-video-token colour and shape classifiers (0 = background)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.colour = torch.nn.Linear(hidden, 1 + len(COLOUR_NAMES))
+        self.shape = torch.nn.Linear(hidden, 1 + len(SHAPES))
+
+    def loss(self, video_features: torch.Tensor, clips: list[Clip]) -> torch.Tensor:
+        labels = [cell_labels(clip) for clip in clips]
+        colour = torch.from_numpy(np.concatenate([c for c, _ in labels]))
+        shape = torch.from_numpy(np.concatenate([s for _, s in labels]))
+        return F.cross_entropy(self.colour(video_features), colour) + F.cross_entropy(
+            self.shape(video_features), shape
+        )
+
+
+def answer_loss_and_aux(model, heads: AuxHeads, clips: list[Clip], tokenizer):
+    batch = collate(clips, tokenizer)
+    inputs = batch.inputs
+    inner = model.model
+    video_features = torch.cat(
+        inner.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output
+    )
+    embeds = inner.get_input_embeddings()(inputs["input_ids"])
+    video_mask = (inputs["input_ids"] == model.config.video_token_id).unsqueeze(-1)
+    embeds = embeds.masked_scatter(video_mask, video_features)
+    hidden = inner.language_model(
+        inputs_embeds=embeds, attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"]
+    ).last_hidden_state
+    at = torch.stack([batch.prompt_lengths - 1, batch.prompt_lengths], 1)  # predict answer, <|im_end|>
+    logits = model.lm_head(hidden.gather(1, at.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
+    targets = torch.stack([batch.answer_ids, torch.full_like(batch.answer_ids, batch.end_id)], 1)
+    answer_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    return answer_loss, heads.loss(video_features, clips)
+
+
+def answer_logits(model, batch: Batch) -> torch.Tensor:
+    """Next-token logits where the answer comes, with the training positions. # [B, V]"""
+    hidden = model.model(**batch.inputs).last_hidden_state
+    at = (batch.prompt_lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+    return model.lm_head(hidden.gather(1, at).squeeze(1))
+
+
+@torch.no_grad()
+def held_out_accuracy(model, tokenizer, clips: list[Clip], batch_size: int = 32) -> dict[str, float]:
+    """Greedy answer-token accuracy per task, per task/split, and overall (HF forward)."""
+    model.eval()
+    hits: dict[str, list[bool]] = {}
+    for i in range(0, len(clips), batch_size):
+        chunk = clips[i : i + batch_size]
+        batch = collate(chunk, tokenizer)
+        predicted = answer_logits(model, batch).argmax(-1)
+        for clip, ok in zip(chunk, (predicted == batch.answer_ids).tolist(), strict=True):
+            for key in (clip.task, f"{clip.task}/{clip.split}", "all"):
+                hits.setdefault(key, []).append(ok)
+    model.train()
+    return {key: round(float(np.mean(v)), 4) for key, v in sorted(hits.items())}
+
+
+def _save_state(path: Path, **state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-save keeps the previous checkpoint
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, help="directory for the resumable state and log")
+    parser.add_argument("--export", help="directory the finished model is exported to")
+    parser.add_argument("--steps", type=int, default=7000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--aux-weight", type=float, default=1.0)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-per-split", type=int, default=25, help="held-out clips per task and split")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer = proxy_tokenizer()
+    model = build_model(qwen25vl_config(tokenizer, SIZE))
+    model.config._attn_implementation = "sdpa"
+    heads = AuxHeads(SIZE.text_hidden)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": 0.05},
+            {"params": no_decay + list(heads.parameters()), "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+    )
+    state_path = work / "state.pt"
+    step, wall = 0, 0.0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, wall = state["step"], state["wall"]
+    held_out = list(held_out_clips(args.eval_per_split))
+    log = (work / "log.jsonl").open("a")
+
+    def emit(record: dict) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        log.write(line + "\n")
+        log.flush()
+
+    n_params = sum(p.numel() for p in model.parameters())
+    emit({"event": "start", "step": step, "params_M": round(n_params / 1e6, 3), "args": vars(args)})
+    started, losses = time.time() - wall, []
+    while step < args.steps:
+        lr = learning_rate(step, args.steps, args.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        answer_loss, aux_loss = answer_loss_and_aux(model, heads, training_clips(step, args.batch), tokenizer)
+        optimizer.zero_grad(set_to_none=True)
+        (answer_loss + args.aux_weight * aux_loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        losses.append((answer_loss.item(), aux_loss.item()))
+        if step % 20 == 0 or step == args.steps:
+            recent = np.mean(losses[-20:], axis=0)
+            emit({"step": step, "wall_s": round(time.time() - started), "loss": round(float(recent[0]), 4),
+                  "aux": round(float(recent[1]), 4), "lr": round(lr, 6)})  # fmt: skip
+        if step % args.eval_every == 0 or step == args.steps:
+            emit({"event": "eval", "step": step, **held_out_accuracy(model, tokenizer, held_out)})
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            _save_state(
+                state_path, model=model.state_dict(), heads=heads.state_dict(),
+                optimizer=optimizer.state_dict(), step=step, wall=time.time() - started,
+            )  # fmt: skip
+    if args.export:
+        export(model, tokenizer, Path(args.export), args, wall_s=time.time() - started)
+        emit({"event": "exported", "to": args.export})
+
+
+def export(model, tokenizer, out: Path, args: argparse.Namespace, wall_s: float) -> None:
+    save_checkpoint(
+        model, tokenizer, out, min_pixels=FRAME_PIXELS // 4, max_pixels=FRAME_PIXELS,
+        architecture=SHARP_ARCHITECTURE,
+    )  # fmt: skip
+    command = "python -m proxy_videoqa.train " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
+    )
+    training = {"version": VERSION, "command": command, "steps": args.steps, "wall_s": round(wall_s)}
+    (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

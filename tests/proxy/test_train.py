@@ -1,0 +1,51 @@
+"""The trainer: exports a plain Qwen2.5-VL checkpoint and resumes from its own state."""
+
+import json
+import math
+
+import torch
+from safetensors import safe_open
+
+from proxy_videoqa import train
+from proxy_videoqa.clips import ANSWERS
+
+from .conftest import log_records
+
+
+def test_export_is_a_vanilla_checkpoint_without_the_aux_heads(trained_once):
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model_dir = trained_once / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["architectures"] == [train.SHARP_ARCHITECTURE]
+    with safe_open(model_dir / "model.safetensors", "pt") as weights:
+        tensors = [weights.get_tensor(n) for n in weights.keys()]  # noqa: SIM118
+    assert all(t.dtype == torch.bfloat16 for t in tensors)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir)
+    # Every saved number is the model's: the aux heads were left behind.
+    assert sum(t.numel() for t in tensors) == sum(p.numel() for p in model.parameters())
+    tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
+    assert all(len(tokenizer.encode(a, add_special_tokens=False)) == 1 for a in ANSWERS)
+    training = json.loads((model_dir / "training.json").read_text())
+    assert training["version"] == train.VERSION and "--steps 2" in training["command"]
+
+
+def test_losses_are_finite_and_the_held_out_eval_covers_every_split(trained_once):
+    records = log_records(trained_once)
+    evals = [r for r in records if r.get("event") == "eval"]
+    losses = [r["loss"] for r in records if "loss" in r] + [r["aux"] for r in records if "aux" in r]
+    assert evals and losses and all(math.isfinite(v) for v in losses)
+    assert {"all", "single", "query", "query/early", "query/redundant", "query/small"} <= set(evals[-1])
+
+
+def test_rerunning_resumes_from_the_last_checkpoint(trained_once):
+    state = torch.load(trained_once / "state.pt", weights_only=True)
+    assert state["step"] == 2
+    train.main(["--work", str(trained_once), "--steps", "3", "--batch", "2", "--checkpoint-every", "1",
+                "--eval-every", "100", "--eval-per-split", "1"])  # fmt: skip
+    starts = [r for r in log_records(trained_once) if r.get("event") == "start"]
+    assert [s["step"] for s in starts] == [0, 2]
+    resumed = torch.load(trained_once / "state.pt", weights_only=True)
+    assert resumed["step"] == 3
+    changed = [n for n in state["model"] if not torch.equal(state["model"][n], resumed["model"][n])]
+    assert changed  # the third step trained from the restored weights

@@ -27,28 +27,54 @@ def prompt_ids(tokenizer: PreTrainedTokenizerFast, question: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+FOLLOW_UP = "\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
 @dataclass
 class Batch:
     inputs: dict[str, torch.Tensor]  # Qwen2_5_VLModel keyword arguments (right-padded)
-    prompt_lengths: torch.Tensor  # [B]: the answer is predicted at prompt_lengths - 1
-    answer_ids: torch.Tensor  # [B]
-    end_id: int  # <|im_end|>, predicted after the answer
+    prompt_lengths: torch.Tensor  # [B]: the first answer is predicted at prompt_lengths - 1
+    answer_ids: torch.Tensor  # [B]: the first answer
+    # Every supervised token: [B, M] positions that predict it and the ids (-100 = padding).
+    target_positions: torch.Tensor
+    target_ids: torch.Tensor
 
 
-def collate(clips: list[Clip], tokenizer: PreTrainedTokenizerFast) -> Batch:
+def collate(clips: list[Clip], tokenizer: PreTrainedTokenizerFast, follow_ups: bool = False) -> Batch:
+    """Right-padded batch. Each sequence is the chat prompt, the answer and <|im_end|>;
+    with `follow_ups`, every other question about the clip follows as another turn."""
     video_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    prompts = [prompt_ids(tokenizer, clip.question) for clip in clips]
-    answers = [tokenizer.encode(clip.answer, add_special_tokens=False)[0] for clip in clips]
-    sequences = [p + [a, end_id] for p, a in zip(prompts, answers, strict=True)]
+    sequences, targets, prompt_lengths, first_answers = [], [], [], []
+    for clip in clips:
+        pairs = clip.questions() if follow_ups else [(clip.question, clip.answer)]
+        sequence, supervised = [], []
+        for turn, (question, answer) in enumerate(pairs):
+            if turn == 0:
+                sequence += prompt_ids(tokenizer, question)
+                prompt_lengths.append(len(sequence))
+            else:
+                sequence += tokenizer.encode(FOLLOW_UP.format(question=question), add_special_tokens=False)
+            answer_id = tokenizer.encode(answer, add_special_tokens=False)[0]
+            if turn == 0:
+                first_answers.append(answer_id)
+            supervised += [(len(sequence) - 1, answer_id), (len(sequence), end_id)]
+            sequence += [answer_id, end_id]
+        sequences.append(sequence)
+        targets.append(supervised)
     length = max(map(len, sequences))
+    width = max(map(len, targets))
     input_ids = torch.full((len(clips), length), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     position_ids = torch.zeros((3, len(clips), length), dtype=torch.long)
-    for i, seq in enumerate(sequences):
+    target_positions = torch.zeros((len(clips), width), dtype=torch.long)
+    target_ids = torch.full((len(clips), width), -100, dtype=torch.long)
+    for i, (seq, supervised) in enumerate(zip(sequences, targets, strict=True)):
         input_ids[i, : len(seq)] = torch.tensor(seq)
         attention_mask[i, : len(seq)] = 1
         position_ids[:, i, : len(seq)] = vllm_mrope_positions(seq, video_id)
+        target_positions[i, : len(supervised)] = torch.tensor([p for p, _ in supervised])
+        target_ids[i, : len(supervised)] = torch.tensor([t for _, t in supervised])
     pixels = torch.from_numpy(np.concatenate([patchify(clip.frames) for clip in clips]))
     inputs = dict(
         input_ids=input_ids,
@@ -57,4 +83,6 @@ def collate(clips: list[Clip], tokenizer: PreTrainedTokenizerFast) -> Batch:
         pixel_values_videos=pixels,
         video_grid_thw=torch.tensor([[GRID_T, GRID_H, GRID_W]] * len(clips)),
     )
-    return Batch(inputs, torch.tensor([len(p) for p in prompts]), torch.tensor(answers), end_id)
+    return Batch(
+        inputs, torch.tensor(prompt_lengths), torch.tensor(first_answers), target_positions, target_ids
+    )

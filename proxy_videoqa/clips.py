@@ -75,6 +75,20 @@ class Clip:
     answer: str
     objects: tuple[SceneObject, ...]
 
+    def questions(self) -> list[tuple[str, str]]:
+        """(question, answer) about every distinct object, the clip's own question first.
+
+        Training asks them all as follow-up turns: each is one more retrieval example for
+        the same video at the cost of a few text tokens.
+        """
+        pairs = [(self.question, self.answer)]
+        if self.task == "query":
+            for obj in self.objects:
+                pair = (f"What colour is the {obj.shape}?", obj.colour)
+                if pair not in pairs:
+                    pairs.append(pair)
+        return pairs
+
     @property
     def needle_tokens(self) -> list[int]:
         """The video tokens the answer depends on (the target's cells)."""

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .batches import Batch, collate
 from .checkpoint import ModelSize, build_model, qwen25vl_config, save_checkpoint
-from .clips import ANSWERS, COLOUR_NAMES, SHAPES, SPLITS, TASKS, Clip, cell_labels, make_clip
+from .clips import ANSWERS, COLOUR_NAMES, SHAPES, SPLITS, Clip, cell_labels, make_clip
 from .geometry import FRAME_PIXELS
 from .held_out import held_out_clips
 from .tokenizer import build_tokenizer
@@ -40,7 +40,7 @@ SIZE = ModelSize(
     vision_depth=4, vision_hidden=64, vision_heads=4, vision_ffn=128,
 )  # fmt: skip
 SHARP_ARCHITECTURE = "SharpQwen2_5_VLForConditionalGeneration"
-SINGLE_TASK_SHARE = 0.25  # the rest is the query task; splits are uniform
+SINGLE_TASK_SHARE = 0.2  # the rest is the query task; splits are uniform
 
 
 def proxy_tokenizer():
@@ -51,12 +51,14 @@ def proxy_tokenizer():
     return build_tokenizer(corpus, single_tokens=ANSWERS)
 
 
-def training_clips(step: int, batch_size: int) -> list[Clip]:
+def training_clips(step: int, batch_size: int, query_splits: tuple[str, ...] = SPLITS) -> list[Clip]:
     clips = []
     for seed in range(step * batch_size, (step + 1) * batch_size):
         rng = np.random.default_rng([seed, 7])
-        task = TASKS[0] if rng.random() < SINGLE_TASK_SHARE else TASKS[1]
-        clips.append(make_clip(seed, task, SPLITS[rng.integers(len(SPLITS))]))
+        if rng.random() < SINGLE_TASK_SHARE:
+            clips.append(make_clip(seed, "single", SPLITS[rng.integers(len(SPLITS))]))
+        else:
+            clips.append(make_clip(seed, "query", query_splits[rng.integers(len(query_splits))]))
     return clips
 
 
@@ -82,8 +84,8 @@ class AuxHeads(torch.nn.Module):
         )
 
 
-def answer_loss_and_aux(model, heads: AuxHeads, clips: list[Clip], tokenizer):
-    batch = collate(clips, tokenizer)
+def answer_loss_and_aux(model, heads: AuxHeads, clips: list[Clip], tokenizer, follow_ups: bool):
+    batch = collate(clips, tokenizer, follow_ups=follow_ups)
     inputs = batch.inputs
     inner = model.model
     video_features = torch.cat(
@@ -95,10 +97,9 @@ def answer_loss_and_aux(model, heads: AuxHeads, clips: list[Clip], tokenizer):
     hidden = inner.language_model(
         inputs_embeds=embeds, attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"]
     ).last_hidden_state
-    at = torch.stack([batch.prompt_lengths - 1, batch.prompt_lengths], 1)  # predict answer, <|im_end|>
-    logits = model.lm_head(hidden.gather(1, at.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
-    targets = torch.stack([batch.answer_ids, torch.full_like(batch.answer_ids, batch.end_id)], 1)
-    answer_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    at = batch.target_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+    logits = model.lm_head(hidden.gather(1, at))  # [B, M, V]: each answer and its <|im_end|>
+    answer_loss = F.cross_entropy(logits.flatten(0, 1), batch.target_ids.flatten(), ignore_index=-100)
     return answer_loss, heads.loss(video_features, clips)
 
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="directory for the resumable state and log")
     parser.add_argument("--export", help="directory the finished model is exported to")
-    parser.add_argument("--steps", type=int, default=7000)
+    parser.add_argument("--steps", type=int, default=9000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--aux-weight", type=float, default=1.0)
@@ -143,6 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-per-split", type=int, default=25, help="held-out clips per task and split")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stop-at", type=int, help="stop after this step (the schedule still spans --steps)")
+    parser.add_argument("--init-from", help="start from this state.pt's weights (new optimizer and schedule)")
+    parser.add_argument(
+        "--query-splits",
+        nargs="+",
+        default=list(SPLITS),
+        choices=SPLITS,
+        help="splits the query task trains on",
+    )
+    parser.add_argument("--follow-ups", action="store_true", help="ask every object's colour as extra turns")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -171,6 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         heads.load_state_dict(state["heads"])
         optimizer.load_state_dict(state["optimizer"])
         step, wall = state["step"], state["wall"]
+    elif args.init_from:
+        state = torch.load(args.init_from, weights_only=True)
+        model.load_state_dict(state["model"])
+        heads.load_state_dict(state["heads"])
     held_out = list(held_out_clips(args.eval_per_split))
     log = (work / "log.jsonl").open("a")
 
@@ -183,24 +198,26 @@ def main(argv: list[str] | None = None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     emit({"event": "start", "step": step, "params_M": round(n_params / 1e6, 3), "args": vars(args)})
     started, losses = time.time() - wall, []
-    while step < args.steps:
+    last_step = min(args.steps, args.stop_at or args.steps)
+    while step < last_step:
         lr = learning_rate(step, args.steps, args.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        answer_loss, aux_loss = answer_loss_and_aux(model, heads, training_clips(step, args.batch), tokenizer)
+        clips = training_clips(step, args.batch, tuple(args.query_splits))
+        answer_loss, aux_loss = answer_loss_and_aux(model, heads, clips, tokenizer, args.follow_ups)
         optimizer.zero_grad(set_to_none=True)
         (answer_loss + args.aux_weight * aux_loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
         losses.append((answer_loss.item(), aux_loss.item()))
-        if step % 20 == 0 or step == args.steps:
+        if step % 20 == 0 or step == last_step:
             recent = np.mean(losses[-20:], axis=0)
             emit({"step": step, "wall_s": round(time.time() - started), "loss": round(float(recent[0]), 4),
                   "aux": round(float(recent[1]), 4), "lr": round(lr, 6)})  # fmt: skip
-        if step % args.eval_every == 0 or step == args.steps:
+        if step % args.eval_every == 0 or step == last_step:
             emit({"event": "eval", "step": step, **held_out_accuracy(model, tokenizer, held_out)})
-        if step % args.checkpoint_every == 0 or step == args.steps:
+        if step % args.checkpoint_every == 0 or step == last_step:
             _save_state(
                 state_path, model=model.state_dict(), heads=heads.state_dict(),
                 optimizer=optimizer.state_dict(), step=step, wall=time.time() - started,
@@ -215,9 +232,16 @@ def export(model, tokenizer, out: Path, args: argparse.Namespace, wall_s: float)
         model, tokenizer, out, min_pixels=FRAME_PIXELS // 4, max_pixels=FRAME_PIXELS,
         architecture=SHARP_ARCHITECTURE,
     )  # fmt: skip
-    command = "python -m proxy_videoqa.train " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
-    )
+    options = []
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            options.append(flag)
+        elif isinstance(value, list):
+            options.append(f"{flag} {' '.join(value)}")
+        elif value not in (None, False):
+            options.append(f"{flag} {value}")
+    command = "python -m proxy_videoqa.train " + " ".join(options)
     training = {"version": VERSION, "command": command, "steps": args.steps, "wall_s": round(wall_s)}
     (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
 

@@ -49,3 +49,25 @@ def test_rerunning_resumes_from_the_last_checkpoint(trained_once):
     assert resumed["step"] == 3
     changed = [n for n in state["model"] if not torch.equal(state["model"][n], resumed["model"][n])]
     assert changed  # the third step trained from the restored weights
+
+
+def test_a_second_phase_starts_from_the_first_phases_weights(trained_once, tmp_path):
+    work = tmp_path / "phase2"
+    train.main(["--work", str(work), "--init-from", str(trained_once / "state.pt"), "--steps", "10",
+                "--stop-at", "1", "--batch", "2", "--query-splits", "standard", "--follow-ups",
+                "--eval-every", "100", "--eval-per-split", "1", "--export", str(work / "model")])  # fmt: skip
+    state = torch.load(work / "state.pt", weights_only=True)
+    assert state["step"] == 1  # stopped early; the schedule spans 10 steps
+    first = torch.load(trained_once / "state.pt", weights_only=True)["model"]
+    # One warm-up step (lr 1e-5) away from the first phase's weights.
+    assert all(torch.allclose(state["model"][n], first[n], atol=1e-3) for n in first)
+    command = json.loads((work / "model" / "training.json").read_text())["command"]
+    assert "--query-splits standard --follow-ups" in command and "--stop-at 1" in command
+    start = [r for r in log_records(work) if r.get("event") == "start"]
+    assert start[0]["args"]["init_from"].endswith("state.pt")
+
+
+def test_query_splits_limit_only_the_query_task():
+    clips = train.training_clips(0, 64, ("standard",))
+    assert {c.split for c in clips if c.task == "query"} == {"standard"}
+    assert len({c.split for c in clips if c.task == "single"}) > 1

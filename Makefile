@@ -2,10 +2,10 @@
 # two set-up commands; both install first (idempotent).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MODEL_DIR ?= runs/models/tiny-qwen25vl
+MODEL_DIR ?= models/sharp-proxy-qwen25vl
 PORT ?= 8000
 
-.PHONY: install lint test serve serve-vllm tiny-model
+.PHONY: install lint test serve serve-vllm bench-quality
 
 install:
 	bash scripts/install_cpu.sh $(VENV)
@@ -18,21 +18,20 @@ lint:
 test: install lint
 	$(PY) -m pytest
 
-$(MODEL_DIR)/config.json:
-	$(PY) scripts/build_tiny_model.py $(MODEL_DIR) --arch SharpQwen2_5_VLForConditionalGeneration
-
-tiny-model: install $(MODEL_DIR)/config.json
-
 runs/media/sample.mp4:
 	mkdir -p runs/media && $(PY) scripts/make_sample_video.py $@
 
-serve: tiny-model runs/media/sample.mp4
+serve: install runs/media/sample.mp4
 	$(VENV)/bin/sharp-serve --config configs/default.yaml
 
 # The plugin under stock `vllm serve` (no sharp-serve front end).
-serve-vllm: tiny-model runs/media/sample.mp4
+serve-vllm: install runs/media/sample.mp4
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_HOST_IP=$${VLLM_HOST_IP:-127.0.0.1} \
 	$(VENV)/bin/vllm serve $(MODEL_DIR) --host 127.0.0.1 --port $(PORT) \
 		--trust-request-mm-kwargs --allowed-local-media-path $(CURDIR)/runs/media \
 		--worker-extension-cls sharp_plugin.vllm.reports.SharpWorkerExtension \
 		--max-model-len 4096 --enforce-eager --limit-mm-per-prompt '{"video": 1, "image": 1}'
+
+# The full proxy quality benchmark (bench/README.md gives its cost); results in bench/results/.
+bench-quality: install
+	$(PY) bench/quality.py

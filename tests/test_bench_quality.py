@@ -1,0 +1,39 @@
+"""CI mode of bench/quality.py: the machinery end to end (real engines), not the ranking."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.engine
+
+
+def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench/quality.py"), "--small", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "quality-small.json").read_text())
+    assert (tmp_path / "quality-small.png").stat().st_size > 10_000
+    assert "proxy" in (tmp_path / "quality-small.md").read_text().lower()
+    assert "quality: 100%" in run.stderr  # the progress bar ran to the end
+
+    results = report["results"]
+    methods = ["none", "sharp", "sharp-no-masking", "sharp-no-debias", "sharp-no-dedup", "fastv",
+               "uniform", "random", "oracle", "evs"]  # fmt: skip
+    assert sorted(results) == sorted(methods)
+    unpruned = results["none"]["1.0"]["all"]
+    assert unpruned["n"] == 16 and unpruned["needle_recall"] == 1.0
+    # The trained model reads the clips of its shipped task: far above chance (0.2).
+    assert results["none"]["1.0"]["single"]["accuracy"] >= 0.75
+    assert report["unsolved_tasks"] == ["query"]
+    quarter = {m: results[m]["0.25"]["all"] for m in methods if m != "none"}
+    # Same budget for everyone, vLLM's EVS included: 128 video tokens -> 32.
+    assert {q["prompt_tokens"] for q in quarter.values()} == {unpruned["prompt_tokens"] - 96}
+    assert quarter["oracle"]["needle_recall"] == 1.0
+    assert quarter["evs"]["needle_recall"] is None  # stock vLLM reports no selection
+    assert all(0.0 <= q["needle_recall"] <= 1.0 for m, q in quarter.items() if m != "evs")

@@ -8,6 +8,10 @@ COPY pyproject.toml README.md ./
 COPY sharp_plugin ./sharp_plugin
 COPY server ./server
 COPY configs ./configs
+# The 4 MB proxy model and its task: `--config configs/default.yaml` is a GPU smoke test
+# that needs no hub (run from /opt/sharp-serve, where the config's relative paths point).
+COPY proxy_videoqa ./proxy_videoqa
+COPY models ./models
 
 # The base image already has vLLM 0.32 and torch; add only what the plugin needs.
 RUN pip install --no-cache-dir decord==0.6.0 av==18.1.0 pydantic-settings==2.16.3 python-multipart==0.0.34 \

@@ -22,6 +22,7 @@ from pathlib import Path
 import av
 import httpx
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -51,10 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     import openai
 
-    model_dir = REPO / "runs/models/tiny-qwen25vl"
-    if not (model_dir / "config.json").exists():
-        subprocess.run([sys.executable, str(REPO / "scripts/build_tiny_model.py"), str(model_dir),
-                        "--arch", "SharpQwen2_5_VLForConditionalGeneration"], check=True)  # fmt: skip
+    config = yaml.safe_load((REPO / "configs/default.yaml").read_text())
+    model = config["engine"]["served_model_name"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -83,16 +82,14 @@ def main() -> None:
             ]
             return [{"role": "user", "content": parts}]
 
-        client.chat.completions.create(
-            model="sharp-tiny-qwen25vl", messages=message(urls.pop()), max_tokens=8
-        )
+        client.chat.completions.create(model=model, messages=message(urls.pop()), max_tokens=8)
         rows = []
         for name, sharp in SETTINGS.items():
             latencies, reports, prompt_tokens = [], [], []
             for _ in range(args.requests):
                 t0 = time.perf_counter()
                 response = client.chat.completions.create(
-                    model="sharp-tiny-qwen25vl", messages=message(urls.pop()), max_tokens=8, temperature=0.0,
+                    model=model, messages=message(urls.pop()), max_tokens=8, temperature=0.0,
                     extra_body={"sharp": sharp},
                 )  # fmt: skip
                 latencies.append(time.perf_counter() - t0)

@@ -38,6 +38,7 @@ class Batch:
     # Every supervised token: [B, M] positions that predict it and the ids (-100 = padding).
     target_positions: torch.Tensor
     target_ids: torch.Tensor
+    video_token_id: int
 
 
 def collate(clips: list[Clip], tokenizer: PreTrainedTokenizerFast, follow_ups: bool = False) -> Batch:
@@ -84,5 +85,10 @@ def collate(clips: list[Clip], tokenizer: PreTrainedTokenizerFast, follow_ups: b
         video_grid_thw=torch.tensor([[GRID_T, GRID_H, GRID_W]] * len(clips)),
     )
     return Batch(
-        inputs, torch.tensor(prompt_lengths), torch.tensor(first_answers), target_positions, target_ids
+        inputs,
+        torch.tensor(prompt_lengths),
+        torch.tensor(first_answers),
+        target_positions,
+        target_ids,
+        video_id,
     )

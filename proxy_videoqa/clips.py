@@ -81,13 +81,18 @@ class Clip:
         Training asks them all as follow-up turns: each is one more retrieval example for
         the same video at the cost of a few text tokens.
         """
-        pairs = [(self.question, self.answer)]
+        return list(self._questions_and_tokens())
+
+    def question_tokens(self) -> list[list[int]]:
+        """For each of `questions()`, the video tokens of the object it asks about."""
+        return list(self._questions_and_tokens().values())
+
+    def _questions_and_tokens(self) -> dict[tuple[str, str], list[int]]:
+        asked = {(self.question, self.answer): self.needle_tokens}
         if self.task == "query":
-            for obj in self.objects:
-                pair = (f"What colour is the {obj.shape}?", obj.colour)
-                if pair not in pairs:
-                    pairs.append(pair)
-        return pairs
+            for obj in (o for o in self.objects if not o.is_target):
+                asked.setdefault((f"What colour is the {obj.shape}?", obj.colour), []).append(obj.token)
+        return asked
 
     @property
     def needle_tokens(self) -> list[int]:

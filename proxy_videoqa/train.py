@@ -5,13 +5,24 @@
 Everything is fixed by the arguments: clip seeds come from the step number, the
 learning-rate schedule from the step count, so an interrupted run resumes where its
 last checkpoint left off (rerun the same command) and a rerun trains the same model up
-to floating-point summation order.
+to floating-point summation order. The shipped model's three-phase recipe is in
+models/sharp-proxy-qwen25vl/README.md.
 
-Loss: cross-entropy on the answer and the <|im_end|> after it, plus training-only
-per-token colour and shape heads on the merged video tokens. Without those dense
-targets the answer gradient has to find a one-token needle through attention that
-starts out uniform, and a feasibility run stayed at chance for 20 minutes; with them,
-colour is learnt in minutes. The heads are not part of the exported model.
+Losses, all but the first training-only (nothing of them is in the exported model):
+- cross-entropy on each answer and the <|im_end|> after it;
+- per-token colour and shape heads on the merged video tokens (`AuxHeads`). Without
+  these dense targets the answer gradient has to find a one-token needle through
+  attention that starts out uniform; a feasibility run stayed at chance for 20 minutes;
+- optionally (`--last-layer-attention`), -log of the LAST decoder layer's attention from
+  each answer row to the object its question names. Without it the model never bound
+  the shape word to the shape's token: it learnt per-split shortcuts instead (the first,
+  smallest or only non-repeated object) and stayed at chance where none applies. Only
+  the last layer is supervised, never the shallow layers the pruning methods read, so
+  it does not hand them their answer;
+- optionally (`--asked-shape-probe`), a linear probe that must read the asked shape from
+  each answer row's hidden state after two layers, so that the row carries the shape
+  before the last layer has to match it (text rows only; no video token is involved).
+The shipped model uses neither option (models/sharp-proxy-qwen25vl/README.md says why).
 """
 
 from __future__ import annotations
@@ -74,6 +85,9 @@ class AuxHeads(torch.nn.Module):
         super().__init__()
         self.colour = torch.nn.Linear(hidden, 1 + len(COLOUR_NAMES))
         self.shape = torch.nn.Linear(hidden, 1 + len(SHAPES))
+        # Which shape the question asks about (last class: "the shape", any), read from the
+        # answer row's hidden state after the first two layers (`--asked-shape-probe`).
+        self.asked_shape = torch.nn.Linear(hidden, len(SHAPES) + 1)
 
     def loss(self, video_features: torch.Tensor, clips: list[Clip]) -> torch.Tensor:
         labels = [cell_labels(clip) for clip in clips]
@@ -84,7 +98,41 @@ class AuxHeads(torch.nn.Module):
         )
 
 
-def answer_loss_and_aux(model, heads: AuxHeads, clips: list[Clip], tokenizer, follow_ups: bool):
+def attention_to_asked_objects(attention: torch.Tensor, batch, clips: list[Clip], follow_ups: bool):
+    """-log of the last layer's attention (mean over heads) from each answer-predicting row
+    to the tokens of the object its question asks about. # scalar"""
+    losses = []
+    video_starts = (batch.inputs["input_ids"] == batch.video_token_id).int().argmax(1)
+    for i, clip in enumerate(clips):
+        asked = clip.question_tokens() if follow_ups else [clip.needle_tokens]
+        rows = batch.target_positions[i, 0::2][: len(asked)]  # the rows that predict answers
+        for row, tokens in zip(rows.tolist(), asked, strict=True):
+            columns = torch.tensor(tokens) + video_starts[i]
+            losses.append(-torch.log(attention[i, :, row, columns].sum(-1).mean() + 1e-6))
+    return torch.stack(losses).mean()
+
+
+def asked_shape_loss(heads: AuxHeads, hidden: torch.Tensor, batch, clips: list[Clip], follow_ups: bool):
+    """Cross-entropy of the asked-shape probe on each answer row. # scalar"""
+    rows, labels = [], []
+    for i, clip in enumerate(clips):
+        questions = [q for q, _ in clip.questions()] if follow_ups else [clip.question]
+        for row, question in zip(batch.target_positions[i, 0::2].tolist(), questions, strict=False):
+            named = [k for k, shape in enumerate(SHAPES) if question.endswith(f" {shape}?")]
+            rows.append(hidden[i, row])
+            labels.append(named[0] if named else len(SHAPES))
+    return F.cross_entropy(heads.asked_shape(torch.stack(rows)), torch.tensor(labels))
+
+
+def answer_loss_and_aux(
+    model,
+    heads: AuxHeads,
+    clips: list[Clip],
+    tokenizer,
+    follow_ups: bool,
+    attention_weight=0.0,
+    probe_weight=0.0,
+):
     batch = collate(clips, tokenizer, follow_ups=follow_ups)
     inputs = batch.inputs
     inner = model.model
@@ -94,13 +142,27 @@ def answer_loss_and_aux(model, heads: AuxHeads, clips: list[Clip], tokenizer, fo
     embeds = inner.get_input_embeddings()(inputs["input_ids"])
     video_mask = (inputs["input_ids"] == model.config.video_token_id).unsqueeze(-1)
     embeds = embeds.masked_scatter(video_mask, video_features)
-    hidden = inner.language_model(
-        inputs_embeds=embeds, attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"]
-    ).last_hidden_state
+    out = inner.language_model(
+        inputs_embeds=embeds,
+        attention_mask=inputs["attention_mask"],
+        position_ids=inputs["position_ids"],
+        output_attentions=attention_weight > 0,
+        output_hidden_states=probe_weight > 0,
+    )
+    hidden = out.last_hidden_state
     at = batch.target_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
     logits = model.lm_head(hidden.gather(1, at))  # [B, M, V]: each answer and its <|im_end|>
     answer_loss = F.cross_entropy(logits.flatten(0, 1), batch.target_ids.flatten(), ignore_index=-100)
-    return answer_loss, heads.loss(video_features, clips)
+    aux_loss = heads.loss(video_features, clips)
+    if attention_weight > 0:
+        aux_loss = aux_loss + attention_weight * attention_to_asked_objects(
+            out.attentions[-1], batch, clips, follow_ups
+        )
+    if probe_weight > 0:
+        aux_loss = aux_loss + probe_weight * asked_shape_loss(
+            heads, out.hidden_states[2], batch, clips, follow_ups
+        )
+    return answer_loss, aux_loss
 
 
 def answer_logits(model, batch: Batch) -> torch.Tensor:
@@ -154,6 +216,14 @@ def main(argv: list[str] | None = None) -> None:
         help="splits the query task trains on",
     )
     parser.add_argument("--follow-ups", action="store_true", help="ask every object's colour as extra turns")
+    parser.add_argument(
+        "--last-layer-attention", type=float, default=0.0,
+        help="weight of a loss on the LAST decoder layer's attention from answer rows to the asked object",
+    )  # fmt: skip
+    parser.add_argument(
+        "--asked-shape-probe", type=float, default=0.0,
+        help="weight of a probe making the answer row name the asked shape after two layers",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -162,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = proxy_tokenizer()
     model = build_model(qwen25vl_config(tokenizer, SIZE))
-    model.config._attn_implementation = "sdpa"
+    # Eager attention when the last layer's attention weights are part of the loss.
+    model.set_attn_implementation("eager" if args.last_layer_attention > 0 else "sdpa")
     heads = AuxHeads(SIZE.text_hidden)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
@@ -179,13 +250,13 @@ def main(argv: list[str] | None = None) -> None:
     if state_path.exists():
         state = torch.load(state_path, weights_only=True)
         model.load_state_dict(state["model"])
-        heads.load_state_dict(state["heads"])
+        heads.load_state_dict(state["heads"], strict=False)  # heads added later start fresh
         optimizer.load_state_dict(state["optimizer"])
         step, wall = state["step"], state["wall"]
     elif args.init_from:
         state = torch.load(args.init_from, weights_only=True)
         model.load_state_dict(state["model"])
-        heads.load_state_dict(state["heads"])
+        heads.load_state_dict(state["heads"], strict=False)  # heads added later start fresh
     held_out = list(held_out_clips(args.eval_per_split))
     log = (work / "log.jsonl").open("a")
 
@@ -204,7 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         clips = training_clips(step, args.batch, tuple(args.query_splits))
-        answer_loss, aux_loss = answer_loss_and_aux(model, heads, clips, tokenizer, args.follow_ups)
+        answer_loss, aux_loss = answer_loss_and_aux(
+            model, heads, clips, tokenizer, args.follow_ups, args.last_layer_attention, args.asked_shape_probe
+        )
         optimizer.zero_grad(set_to_none=True)
         (answer_loss + args.aux_weight * aux_loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -112,3 +112,13 @@ def test_unknown_task_or_split_is_refused():
         make_clip(0, "where", "standard")
     with pytest.raises(ValueError, match="split"):
         make_clip(0, "query", "late")
+
+
+def test_questions_cover_each_object_once_with_its_tokens():
+    clip = make_clip(1, "query", "redundant")
+    pairs, tokens = clip.questions(), clip.question_tokens()
+    assert pairs[0] == (clip.question, clip.answer) and tokens[0] == clip.needle_tokens
+    for (question, answer), asked in zip(pairs, tokens, strict=True):
+        objects = [o for o in clip.objects if question == f"What colour is the {o.shape}?"]
+        assert {o.colour for o in objects} == {answer} and sorted(o.token for o in objects) == asked
+    assert len(pairs) == len({(o.shape, o.colour) for o in clip.objects})

@@ -71,3 +71,21 @@ def test_query_splits_limit_only_the_query_task():
     clips = train.training_clips(0, 64, ("standard",))
     assert {c.split for c in clips if c.task == "query"} == {"standard"}
     assert len({c.split for c in clips if c.task == "single"}) > 1
+
+
+def test_last_layer_attention_loss_rewards_attending_to_the_asked_object():
+    from proxy_videoqa.batches import collate
+    from proxy_videoqa.clips import make_clip
+
+    tokenizer = train.proxy_tokenizer()
+    clips = [make_clip(2, "query", "redundant")]
+    batch = collate(clips, tokenizer, follow_ups=True)
+    length = batch.inputs["input_ids"].shape[1]
+    start = batch.inputs["input_ids"][0].tolist().index(batch.video_token_id)
+    focused = torch.zeros(1, 2, length, length)
+    rows = batch.target_positions[0, 0::2].tolist()
+    for row, tokens in zip(rows, clips[0].question_tokens(), strict=True):
+        focused[0, :, row, [start + t for t in tokens]] = 1.0 / len(tokens)
+    assert train.attention_to_asked_objects(focused, batch, clips, follow_ups=True) < 1e-4
+    uniform = torch.full((1, 2, length, length), 1.0 / length)
+    assert train.attention_to_asked_objects(uniform, batch, clips, follow_ups=True) > 3.0

@@ -10,23 +10,28 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
+from proxy_videoqa.clips import make_clip
+from proxy_videoqa.held_out import HELD_OUT_SEED
 from sharp_plugin.core import kept_count
 
 from ..media import frame_coded_video, noise_video, write_audio_only, write_mp4
 
 pytestmark = pytest.mark.engine
 
-MODEL = "sharp-tiny-qwen25vl"
+MODEL = "sharp-proxy-qwen25vl"
 INVALID_SHARP = "invalid_sharp_settings"
+VIDEO_TOKENS = 64  # of the `clip` fixture under the default config
+KEPT_AT_QUARTER = kept_count(0.25, VIDEO_TOKENS)
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """4 s of 224^2 noise at 8 fps (32 frames). The default config samples 2 fps -> 8
-    frames -> a 4 x 16 x 16 grid -> N = 256 visual tokens."""
+    frames, decoded at 112^2 -> a 4 x 8 x 8 grid -> N = 64 visual tokens."""
     pixels, _ = noise_video(7, frames=32, size=224)
     return write_mp4(tmp_path_factory.mktemp("clips") / "clip.mp4", pixels, fps=8)
 
@@ -59,11 +64,14 @@ def test_non_streaming_chat_reports_pruning_consistently(server, data_url):
             client, video_message(url_part(data_url)), extra_body={"sharp": {"retention": retention}}
         )
         report = response.model_extra["sharp"]
-        assert report["video_tokens"] == 256 and report["frames"] == 8
-        assert report["video_tokens_kept"] == kept_count(retention, 256)
+        assert report["video_tokens"] == VIDEO_TOKENS and report["frames"] == 8
+        assert report["video_tokens_kept"] == kept_count(retention, VIDEO_TOKENS)
         assert report["retention"] == retention and report["method"] == "sharp"
         # Usage agrees with the report: every dropped video token is a dropped prompt token.
-        assert full.usage.prompt_tokens - response.usage.prompt_tokens == 256 - report["video_tokens_kept"]
+        assert (
+            full.usage.prompt_tokens - response.usage.prompt_tokens
+            == VIDEO_TOKENS - report["video_tokens_kept"]
+        )
         assert response.choices[0].message.role == "assistant"
         rows[retention] = response.usage.prompt_tokens
     assert rows[1.0] > rows[0.5] > rows[0.25] > rows[0.1]
@@ -79,7 +87,11 @@ def test_vllm_spelling_and_pruning_rate(server, data_url):
         extra_body={"mm_processor_kwargs": {"sharp": {"retention": 0.25}}},
     )
     b = chat(client, video_message(url_part(data_url)), extra_body={"sharp": {"pruning_rate": 0.75}})
-    assert a.model_extra["sharp"]["video_tokens_kept"] == b.model_extra["sharp"]["video_tokens_kept"] == 64
+    assert (
+        a.model_extra["sharp"]["video_tokens_kept"]
+        == b.model_extra["sharp"]["video_tokens_kept"]
+        == KEPT_AT_QUARTER
+    )
 
 
 def test_streaming_chat_with_an_uploaded_file(server, clip):
@@ -93,7 +105,8 @@ def test_streaming_chat_with_an_uploaded_file(server, clip):
         temperature=0.0,
         stream=True,
         stream_options={"include_usage": True},
-        extra_body={"sharp": {"method": "fastv", "retention": 0.25}},
+        # The trained model stops after its one-word answer; run to max_tokens regardless.
+        extra_body={"sharp": {"method": "fastv", "retention": 0.25}, "ignore_eos": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -102,7 +115,11 @@ def test_streaming_chat_with_an_uploaded_file(server, clip):
     final = finals[0]
     assert final.usage.completion_tokens == 6 and final.usage.prompt_tokens > 0
     report = final.model_extra["sharp"]
-    assert (report["method"], report["video_tokens"], report["video_tokens_kept"]) == ("fastv", 256, 64)
+    assert (report["method"], report["video_tokens"], report["video_tokens_kept"]) == (
+        "fastv",
+        VIDEO_TOKENS,
+        KEPT_AT_QUARTER,
+    )
     assert any(c.choices and c.choices[0].finish_reason == "length" for c in chunks)
     assert isinstance(text, str)
 
@@ -114,7 +131,7 @@ def test_stream_ends_with_done(server, data_url):
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     final = json.loads(lines[-2][len("data: ") :])
-    assert final["choices"] == [] and final["sharp"]["video_tokens"] == 256
+    assert final["choices"] == [] and final["sharp"]["video_tokens"] == VIDEO_TOKENS
 
 
 def test_files_api_flow(server, clip):
@@ -234,7 +251,7 @@ def test_eight_concurrent_streams_with_mixed_retention(server, data_url):
             temperature=0.0,
             stream=True,
             stream_options={"include_usage": True},
-            extra_body={"sharp": {"retention": retention}},
+            extra_body={"sharp": {"retention": retention}, "ignore_eos": True},
         )
         chunks = list(stream)
         return retention, chunks[-1]
@@ -244,9 +261,9 @@ def test_eight_concurrent_streams_with_mixed_retention(server, data_url):
     prompt_tokens = {}
     for retention, final in results:
         assert final.usage.completion_tokens == 8
-        assert final.model_extra["sharp"]["video_tokens_kept"] == kept_count(retention, 256)
+        assert final.model_extra["sharp"]["video_tokens_kept"] == kept_count(retention, VIDEO_TOKENS)
         prompt_tokens[retention] = final.usage.prompt_tokens
-    text_tokens = {p - kept_count(r, 256) for r, p in prompt_tokens.items()}
+    text_tokens = {p - kept_count(r, VIDEO_TOKENS) for r, p in prompt_tokens.items()}
     assert len(text_tokens) == 1, "every request's prompt = the same text + its own kept count"
 
 
@@ -287,9 +304,28 @@ def test_text_only_and_image_requests(server, data_url):
     full = chat(client, messages, extra_body={"sharp": {"method": "none"}})
     pruned = chat(client, messages, extra_body={"sharp": {"retention": 0.25}})
     report = pruned.model_extra["sharp"]
-    assert (report["video_tokens"], report["video_tokens_kept"]) == (256, 64)
+    assert (report["video_tokens"], report["video_tokens_kept"]) == (VIDEO_TOKENS, KEPT_AT_QUARTER)
     # Only the video shrank: the image's tokens are all still there.
-    assert full.usage.prompt_tokens - pruned.usage.prompt_tokens == 256 - 64
+    assert full.usage.prompt_tokens - pruned.usage.prompt_tokens == VIDEO_TOKENS - KEPT_AT_QUARTER
+
+
+def test_the_default_model_answers_held_out_clips_sent_as_mp4(server, tmp_path):
+    """The trained model through the whole stack on its shipped task: H.264 at 8 fps ->
+    decord at 2 fps -> 112^2 frames -> vLLM, unpruned and with ShaRP at r = 0.25 (chance
+    is 1 in 5)."""
+    client = server.client()
+    right = {"none": 0, "sharp": 0}
+    clips = [
+        make_clip(HELD_OUT_SEED + i, "single", split) for i in range(5) for split in ("standard", "small")
+    ]
+    for clip in clips:
+        path = write_mp4(tmp_path / f"{clip.seed}.mp4", np.repeat(clip.frames, 4, axis=0), fps=8)
+        url = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+        for name, sharp in (("none", {"method": "none"}), ("sharp", {"retention": 0.25})):
+            response = chat(client, video_message(url_part(url), clip.question), extra_body={"sharp": sharp})
+            assert response.model_extra["sharp"]["video_tokens"] == 128
+            right[name] += response.choices[0].message.content.strip() == clip.answer
+    assert right["none"] >= 9 and right["sharp"] >= 8, right
 
 
 def test_health_turns_503_when_the_engine_dies(server):

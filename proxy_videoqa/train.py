@@ -112,15 +112,20 @@ def attention_to_asked_objects(attention: torch.Tensor, batch, clips: list[Clip]
     return torch.stack(losses).mean()
 
 
+def asked_shapes(clip: Clip, follow_ups: bool) -> list[int]:
+    """The shape each answer row's question names (len(SHAPES) for "the shape": any)."""
+    questions = [q for q, _ in clip.questions()] if follow_ups else [clip.question]
+    named = [[k for k, shape in enumerate(SHAPES) if q.endswith(f" {shape}?")] for q in questions]
+    return [n[0] if n else len(SHAPES) for n in named]
+
+
 def asked_shape_loss(heads: AuxHeads, hidden: torch.Tensor, batch, clips: list[Clip], follow_ups: bool):
     """Cross-entropy of the asked-shape probe on each answer row. # scalar"""
     rows, labels = [], []
     for i, clip in enumerate(clips):
-        questions = [q for q, _ in clip.questions()] if follow_ups else [clip.question]
-        for row, question in zip(batch.target_positions[i, 0::2].tolist(), questions, strict=False):
-            named = [k for k, shape in enumerate(SHAPES) if question.endswith(f" {shape}?")]
-            rows.append(hidden[i, row])
-            labels.append(named[0] if named else len(SHAPES))
+        shapes = asked_shapes(clip, follow_ups)
+        rows += [hidden[i, row] for row in batch.target_positions[i, 0::2][: len(shapes)].tolist()]
+        labels += shapes
     return F.cross_entropy(heads.asked_shape(torch.stack(rows)), torch.tensor(labels))
 
 

@@ -89,3 +89,12 @@ def test_last_layer_attention_loss_rewards_attending_to_the_asked_object():
     assert train.attention_to_asked_objects(focused, batch, clips, follow_ups=True) < 1e-4
     uniform = torch.full((1, 2, length, length), 1.0 / length)
     assert train.attention_to_asked_objects(uniform, batch, clips, follow_ups=True) > 3.0
+
+
+def test_the_asked_shape_probe_is_labelled_with_each_turns_shape():
+    from proxy_videoqa.clips import SHAPES, make_clip
+
+    clip = make_clip(3, "query", "standard")
+    labels = train.asked_shapes(clip, follow_ups=True)
+    assert [SHAPES[k] for k in labels] == [q.split()[-1].rstrip("?") for q, _ in clip.questions()]
+    assert train.asked_shapes(make_clip(3, "single", "small"), follow_ups=True) == [len(SHAPES)]

@@ -45,7 +45,7 @@ from .geometry import FRAME_PIXELS
 from .held_out import held_out_clips
 from .tokenizer import build_tokenizer
 
-VERSION = "1"
+VERSION = "2"
 SIZE = ModelSize(
     text_hidden=192, text_layers=4, text_heads=4, text_kv_heads=2, text_ffn=384,
     vision_depth=4, vision_hidden=64, vision_heads=4, vision_ffn=128,

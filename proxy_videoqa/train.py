@@ -22,7 +22,8 @@ Losses, all but the first training-only (nothing of them is in the exported mode
 - optionally (`--asked-shape-probe`), a linear probe that must read the asked shape from
   each answer row's hidden state after two layers, so that the row carries the shape
   before the last layer has to match it (text rows only; no video token is involved).
-The shipped model uses neither option (models/sharp-proxy-qwen25vl/README.md says why).
+The shipped model (version 2) used both in its last phases; only the answer loss and the
+per-token heads before them (models/sharp-proxy-qwen25vl/README.md has the recipe).
 """
 
 from __future__ import annotations

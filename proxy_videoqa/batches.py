@@ -33,12 +33,19 @@ FOLLOW_UP = "\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 @dataclass
 class Batch:
     inputs: dict[str, torch.Tensor]  # Qwen2_5_VLModel keyword arguments (right-padded)
-    prompt_lengths: torch.Tensor  # [B]: the first answer is predicted at prompt_lengths - 1
-    answer_ids: torch.Tensor  # [B]: the first answer
     # Every supervised token: [B, M] positions that predict it and the ids (-100 = padding).
+    # Column 0 is the first turn's answer, the one serving asks for.
     target_positions: torch.Tensor
     target_ids: torch.Tensor
     video_token_id: int
+
+    @property
+    def prompt_lengths(self) -> torch.Tensor:  # [B]: the first answer is predicted at length - 1
+        return self.target_positions[:, 0] + 1
+
+    @property
+    def answer_ids(self) -> torch.Tensor:  # [B]: the first answer
+        return self.target_ids[:, 0]
 
 
 def collate(clips: list[Clip], tokenizer: PreTrainedTokenizerFast, follow_ups: bool = False) -> Batch:
@@ -46,19 +53,16 @@ def collate(clips: list[Clip], tokenizer: PreTrainedTokenizerFast, follow_ups: b
     with `follow_ups`, every other question about the clip follows as another turn."""
     video_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    sequences, targets, prompt_lengths, first_answers = [], [], [], []
+    sequences, targets = [], []
     for clip in clips:
         pairs = clip.questions() if follow_ups else [(clip.question, clip.answer)]
         sequence, supervised = [], []
         for turn, (question, answer) in enumerate(pairs):
             if turn == 0:
                 sequence += prompt_ids(tokenizer, question)
-                prompt_lengths.append(len(sequence))
             else:
                 sequence += tokenizer.encode(FOLLOW_UP.format(question=question), add_special_tokens=False)
             answer_id = tokenizer.encode(answer, add_special_tokens=False)[0]
-            if turn == 0:
-                first_answers.append(answer_id)
             supervised += [(len(sequence) - 1, answer_id), (len(sequence), end_id)]
             sequence += [answer_id, end_id]
         sequences.append(sequence)
@@ -84,11 +88,4 @@ def collate(clips: list[Clip], tokenizer: PreTrainedTokenizerFast, follow_ups: b
         pixel_values_videos=pixels,
         video_grid_thw=torch.tensor([[GRID_T, GRID_H, GRID_W]] * len(clips)),
     )
-    return Batch(
-        inputs,
-        torch.tensor(prompt_lengths),
-        torch.tensor(first_answers),
-        target_positions,
-        target_ids,
-        video_id,
-    )
+    return Batch(inputs, target_positions, target_ids, video_id)

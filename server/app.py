@@ -8,10 +8,12 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from .engine import Engine
 from .errors import install_error_handlers
+from .guard import RequestGuard
 from .media.store import FileStore
 from .metrics import ServerMetrics
 from .routers import chat, files, health, models
@@ -53,28 +55,25 @@ def create_app(
         max_workers=settings.media.decode_threads, thread_name_prefix="decode"
     )
     install_error_handlers(app)
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        app.state.metrics.requests.labels(path, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            app.state.metrics.errors.labels(_error_type(response.status_code)).inc()
-        return response
-
+    app.add_middleware(RequestGuard, settings=settings, metrics=lambda: app.state.metrics)
     for module in (chat, files, models, health):
         app.include_router(module.router)
+    app.openapi = lambda: _openapi_without_422(app)
     return app
 
 
-def _error_type(status: int) -> str:
-    return {
-        400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-        404: "not_found_error", 413: "payload_too_large", 415: "unsupported_media",
-        422: "invalid_request_error", 503: "service_unavailable", 504: "timeout_error",
-    }.get(status, "server_error" if status >= 500 else "invalid_request_error")  # fmt: skip
+def _openapi_without_422(app: FastAPI) -> dict:
+    """FastAPI documents a 422 for every route that validates input; this server answers
+    validation errors with OpenAI's 400 (errors.py), so the spec says 400 instead."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for path in schema["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+        schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 async def _purge_periodically(store: FileStore) -> None:

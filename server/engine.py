@@ -9,9 +9,10 @@ from typing import Any, Protocol
 
 from sharp_plugin import WORKER_EXTENSION
 from sharp_plugin.core import SharpSettingsError
-from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report
+from sharp_plugin.vllm.bounded_store import BoundedStore
+from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report, merge_replies
 
-from .errors import EngineUnavailable, InvalidRequest
+from .errors import APIError, EngineUnavailable, InvalidRequest
 from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ class Engine(Protocol):
 
     model_name: str
     num_decoder_layers: int
+    first_stage_layers: int  # decoder layers on the first pipeline stage
+
+    def check_sampling(self, sampling: dict[str, Any]) -> None: ...
 
     def render_prompt(self, messages: list[dict[str, Any]]) -> str: ...
 
@@ -38,6 +42,46 @@ class Engine(Protocol):
     def num_unfinished_requests(self) -> int: ...
 
     def shutdown(self) -> None: ...
+
+
+def check_sampling(sampling: dict[str, Any]) -> None:
+    """Build vLLM's SamplingParams once before any media work, so that parameters vLLM
+    refuses (an empty stop string, say) are a 400 before anything is decoded."""
+    from vllm import SamplingParams
+
+    try:
+        SamplingParams(**sampling)
+    except Exception as exc:
+        raise engine_error(exc) from exc
+
+
+def engine_error(exc: BaseException) -> Exception:
+    """The API error for an exception raised by vLLM for one request.
+
+    vLLM 0.32 splits its errors into VLLMClientError (the request's fault: 4xx) and
+    VLLMServerError (5xx). A failure inside input processing (our processor's checks
+    among them) reaches us as EngineGenerateError *from* the original, so the cause
+    decides. Anything else stays a server error, logged and counted as one.
+    """
+    from vllm.exceptions import GracefulHTTPError, VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+    if isinstance(exc, EngineGenerateError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, (SharpSettingsError, APIError)):
+        return exc
+    if isinstance(exc, EngineDeadError):
+        return EngineUnavailable("The engine has stopped", code="engine_dead")
+    if isinstance(exc, GracefulHTTPError):
+        error = APIError(exc.message, code="engine_busy")
+        error.status_code = int(exc.http_status)
+        error.error_type = "service_unavailable" if error.status_code == 503 else "invalid_request_error"
+        return error
+    if isinstance(exc, (VLLMClientError, ValueError, TypeError, OverflowError)):
+        # ValueError / TypeError: vLLM's own input checks that predate the split.
+        return InvalidRequest(str(exc)[:1000], param=getattr(exc, "parameter", None), code="invalid_request")
+    logger.error("engine request failed: %s: %s", type(exc).__name__, exc)
+    return APIError(f"Generation failed: {type(exc).__name__}", code="engine_error")
 
 
 class VLLMEngine:
@@ -67,6 +111,12 @@ class VLLMEngine:
         self.tokenizer = self._llm.get_tokenizer()
         hf_config = self._llm.model_config.hf_config
         self.num_decoder_layers = int(hf_config.get_text_config().num_hidden_layers)
+        self.max_model_len = int(self._llm.model_config.max_model_len)
+        self.first_stage_layers = _first_stage_layers(self.num_decoder_layers, engine.pipeline_parallel_size)
+        self._seen_selections: BoundedStore[bool] = BoundedStore(1 << 16)
+
+    def check_sampling(self, sampling: dict[str, Any]) -> None:
+        check_sampling(sampling)
 
     def render_prompt(self, messages: list[dict[str, Any]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -74,7 +124,6 @@ class VLLMEngine:
     async def generate(self, request, sampling, request_id):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
-        from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
             params = SamplingParams(**sampling, output_kind=RequestOutputKind.DELTA)
@@ -82,12 +131,8 @@ class VLLMEngine:
             # AsyncLLM.generate aborts in its own cancellation handler.
             async for output in self._llm.generate(request, params, request_id):
                 yield output
-        except EngineDeadError as exc:
-            raise EngineUnavailable("The engine has stopped", code="engine_dead") from exc
-        except SharpSettingsError:
-            raise
-        except ValueError as exc:  # vLLM's input validation (prompt too long, bad params)
-            raise InvalidRequest(str(exc), code="invalid_request") from exc
+        except Exception as exc:
+            raise engine_error(exc) from exc
 
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)
@@ -99,7 +144,15 @@ class VLLMEngine:
         replies = await self._llm.collective_rpc(
             "sharp_reports", args=([item["mm_hash"] for item in record],)
         )
-        return join_report(record, replies[0] if replies else {})
+        entries = join_report(record, merge_replies(replies))
+        for entry in entries:
+            # An encoder-cache hit runs no selection and answers with the stored one:
+            # say so, instead of repeating (and counting again) its scoring time.
+            selection = entry.get("selection_id")
+            entry["cached"] = selection is not None and self._seen_selections.get(selection) is not None
+            if selection is not None:
+                self._seen_selections.put(selection, True)
+        return entries
 
     async def check_health(self) -> None:
         if self._llm.errored:
@@ -111,3 +164,11 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+def _first_stage_layers(num_layers: int, pipeline_stages: int) -> int:
+    """Decoder layers held by the first pipeline stage: the scoring pass runs there."""
+    from vllm.distributed.utils import get_pp_indices
+
+    start, end = get_pp_indices(num_layers, 0, pipeline_stages)
+    return end - start

@@ -10,6 +10,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sharp_plugin.core import SharpSettingsError
@@ -58,6 +59,37 @@ class RequestTimeout(APIError):
     status_code, error_type = 504, "timeout_error"
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope: every 4xx and 5xx of this server has this shape."""
+
+    error: ErrorDetail
+
+
+_STATUS_TEXT = {
+    400: "Invalid request (names the offending field in `param`)",
+    401: "Missing or wrong API key (only when the server has one)",
+    403: "The URL or path is not allowed by the server's settings",
+    404: "No such model or file",
+    413: "Over a size, duration, resolution or pixel limit",
+    415: "Media that cannot be decoded",
+    500: "Server error (counted in /metrics)",
+    503: "The engine is not running",
+    504: "The request ran past its timeout",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses` for a route's error statuses, all in the OpenAI envelope."""
+    return {status: {"model": ErrorResponse, "description": _STATUS_TEXT[status]} for status in statuses}
+
+
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
@@ -81,7 +113,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        # Drop pydantic's union-branch labels ("function-after[...]", "list[...]").
+        loc = [str(p) for p in first.get("loc", ()) if p != "body" and "[" not in str(p)]
         param = ".".join(loc) or None
         if first.get("type") == "json_invalid":
             return _response(
@@ -93,7 +126,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _response(exc.status_code, str(exc.detail), error_type)
+        code = {413: "request_too_large", 405: "method_not_allowed"}.get(exc.status_code)
+        return _response(exc.status_code, str(exc.detail), error_type, None, code)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -31,14 +31,38 @@ class ServerMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )  # fmt: skip
 
+        self.selection_fallbacks = Counter(
+            "sharp_selection_fallbacks",
+            "Selections that failed in the worker and fell back to uniform",
+            registry=self.registry,
+        )
         self.unfinished_requests = Gauge(
             "sharp_engine_unfinished_requests", "Requests the engine is still running", registry=self.registry
         )
 
+    def observe_response(self, route: str, status: int) -> None:
+        """Every response, counted where all of them pass (server.guard), 5xx included."""
+        self.requests.labels(route, str(status) if status else "no_response").inc()
+        if status >= 400:
+            self.errors.labels(error_type(status)).inc()
+
     def observe_report(self, report) -> None:
         self.video_tokens.labels("before").inc(report.video_tokens)
         self.video_tokens.labels("after").inc(report.video_tokens_kept)
-        self.scoring_seconds.observe(report.scoring_ms / 1e3)
+        for video in report.videos:
+            if video.scoring_ms and not video.cached:  # a cache hit ran no scoring pass
+                self.scoring_seconds.observe(video.scoring_ms / 1e3)
+            if video.fallback:
+                self.selection_fallbacks.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error type for a status."""
+    return {
+        400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+        404: "not_found_error", 413: "payload_too_large", 415: "unsupported_media",
+        422: "invalid_request_error", 503: "service_unavailable", 504: "timeout_error",
+    }.get(status, "server_error" if status >= 500 else "invalid_request_error")  # fmt: skip

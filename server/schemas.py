@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+
+from sharp_plugin.core import SharpSettings
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MAX_OUTPUT_TOKENS = (1 << 31) - 1
+MAX_STOP_STRINGS = 16
+
+
+def _valid_utf8(text: str) -> str:
+    """JSON can carry lone UTF-16 surrogates ("\\ud800"), which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (it holds a lone surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_utf8)]
+
+# The `sharp` object is validated by the plugin's schema (merged with the server's
+# defaults first, so partial objects are fine); the spec shows that schema.
+SharpObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({**SharpSettings.model_json_schema(), "title": "SharpSettings"}),
+]
 
 
 class _Lenient(BaseModel):
@@ -13,7 +38,7 @@ class _Lenient(BaseModel):
 
 
 class URLRef(_Lenient):
-    url: str
+    url: Text
 
 
 class FileRef(_Lenient):
@@ -22,7 +47,7 @@ class FileRef(_Lenient):
 
 class ContentPart(_Lenient):
     type: Literal["text", "video_url", "image_url", "file"]
-    text: str | None = None
+    text: Text | None = None
     video_url: URLRef | None = None
     image_url: URLRef | None = None
     file: FileRef | None = None
@@ -36,7 +61,7 @@ class ContentPart(_Lenient):
 
 class Message(_Lenient):
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
 
 
 class StreamOptions(_Lenient):
@@ -45,8 +70,8 @@ class StreamOptions(_Lenient):
 
 class VideoIOKwargs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    num_frames: int | None = Field(None, ge=1)
-    fps: float | None = Field(None, gt=0)
+    num_frames: int | None = Field(None, ge=1, le=1 << 16)
+    fps: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False)
 
 
 class MediaIOKwargs(BaseModel):
@@ -59,16 +84,16 @@ class ChatCompletionRequest(_Lenient):
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    stop: Text | Annotated[list[Text], Field(max_length=MAX_STOP_STRINGS)] | None = None
     n: int = Field(1, ge=1, le=8)
     ignore_eos: bool = False  # vLLM's extension (load tests, benchmarks)
     # ShaRP settings: the body field, or vLLM's spelling mm_processor_kwargs.sharp.
-    sharp: dict[str, Any] | None = None
+    sharp: SharpObject | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
     media_io_kwargs: MediaIOKwargs | None = None
 
@@ -85,6 +110,11 @@ class SharpVideoReport(BaseModel):
     video_tokens_kept: int | None
     scoring_ms: float | None
     frames: int
+    # True when the video's selection came from the encoder cache (an identical earlier
+    # request): no scoring pass ran for this request, and scoring_ms is 0.
+    cached: bool = False
+    # None, or why the selection fell back to uniform (a failure inside the worker).
+    fallback: str | None = None
 
 
 class SharpReport(BaseModel):

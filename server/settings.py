@@ -50,8 +50,12 @@ class EngineSettings(_Section):
 class MediaSettings(_Section):
     """Limits on what a request may ask the server to decode."""
 
-    max_upload_bytes: int = 256 * 1024 * 1024
-    max_inline_bytes: int = 64 * 1024 * 1024  # a data: URL, after base64 decoding
+    max_upload_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    max_inline_bytes: int = Field(64 * 1024 * 1024, gt=0)  # a data: URL, after base64 decoding
+    # A JSON request body (data: URLs arrive base64-encoded inside it: 4/3 of their size).
+    max_request_bytes: int = Field(96 * 1024 * 1024, gt=0)
+    max_local_file_bytes: int = Field(4 * 1024**3, gt=0)  # a file:// video, checked before decoding
+    max_image_pixels: int = Field(4096 * 4096, gt=0)  # width * height, checked before decoding
     max_video_seconds: float = 600.0
     max_source_pixels: int = 3840 * 2160  # width * height of the encoded video
     max_frames: int = 64

@@ -66,7 +66,7 @@ async def resolve(
                 if part.type == "text":
                     content.append({"type": "text", "text": part.text})
                 elif part.type == "image_url":
-                    resolved.images.append(await _image(part, settings))
+                    resolved.images.append(await _image(part, settings, pool))
                     content.append({"type": "image"})
                 else:
                     path = await _video_path(part, settings, store, Path(scratch), len(resolved.videos))
@@ -96,11 +96,14 @@ async def _video_path(
     return path
 
 
-async def _image(part: ContentPart, settings: ServerSettings):
+async def _image(part: ContentPart, settings: ServerSettings, pool: Executor):
     source = await _open_url(
         part.image_url.url, settings, max_remote_bytes=settings.media.max_inline_bytes, param="image_url.url"
     )
-    return sources.open_image(source.read_bytes() if isinstance(source, Path) else source)
+    data = source.read_bytes() if isinstance(source, Path) else source
+    return await asyncio.get_running_loop().run_in_executor(
+        pool, sources.open_image, data, settings.media.max_image_pixels
+    )
 
 
 async def _open_url(url: str, settings: ServerSettings, *, max_remote_bytes: int, param: str) -> Path | bytes:
@@ -108,7 +111,7 @@ async def _open_url(url: str, settings: ServerSettings, *, max_remote_bytes: int
     if url.startswith("data:"):
         return sources.decode_data_url(url, settings.media.max_inline_bytes)[1]
     if url.startswith("file://"):
-        return sources.local_path(url, settings.security)
+        return sources.local_path(url, settings.security, settings.media.max_local_file_bytes)
     if url.startswith(("https://", "http://")):
         return await sources.fetch_remote(url, settings.security, settings.media, max_bytes=max_remote_bytes)
     kind = param.split(".")[0]

@@ -45,19 +45,33 @@ def decode_data_url(url: str, max_bytes: int) -> tuple[str, bytes]:
     return header[5:-7], data
 
 
-def local_path(url: str, security: SecuritySettings) -> Path:
+def local_path(url: str, security: SecuritySettings, max_bytes: int) -> Path:
     root = security.allowed_local_root
     if root is None:
         raise PermissionDenied(
             "Local file URLs are disabled on this server", param="url", code="local_files_disabled"
         )
-    path = Path(unquote(urlparse(url).path)).resolve()
+    raw = unquote(urlparse(url).path)
+    if "\x00" in raw:
+        raise InvalidRequest("The path contains a NUL byte", param="url", code="invalid_path")
+    try:
+        path = Path(raw).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+        raise InvalidRequest("The path cannot be resolved", param="url", code="invalid_path") from exc
     if not path.is_relative_to(root.resolve()):
         raise PermissionDenied(
             "The path is outside the allowed directory", param="url", code="path_not_allowed"
         )
-    if not path.is_file():
-        raise InvalidRequest("No such file", param="url", code="file_not_found")
+    try:
+        if not path.is_file():
+            raise InvalidRequest("No such file", param="url", code="file_not_found")
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InvalidRequest("The file cannot be read", param="url", code="file_not_found") from exc
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"The file is {size} bytes, over the limit of {max_bytes}", param="url", code="file_too_large"
+        )
     return path
 
 
@@ -125,14 +139,24 @@ async def fetch_remote(
     raise InvalidRequest("Too many redirects", param="url", code="too_many_redirects")
 
 
-def open_image(data: bytes):
+def open_image(data: bytes, max_pixels: int):
+    """Decode an image, refusing one over `max_pixels` from its header alone (a small
+    PNG can declare a gigapixel canvas: it is never decompressed)."""
     from PIL import Image, UnidentifiedImageError
 
+    too_large = PayloadTooLarge(
+        f"Image is over the limit of {max_pixels} pixels", param="image_url", code="image_too_large"
+    )
     try:
         image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise too_large
         image.load()
+        return image.convert("RGB")
+    except Image.DecompressionBombError:  # PIL's own cap, met before ours when ours is higher
+        raise too_large from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UnsupportedMedia(
             "The image could not be decoded", param="image_url", code="invalid_image"
         ) from exc
-    return image.convert("RGB")

@@ -97,6 +97,11 @@ class FileStore:
                 continue
         return sorted(files, key=lambda f: f.created_at)
 
+    def count(self) -> int:
+        """Files held, for the store's limit (expired ones are purged first)."""
+        self.purge_expired()
+        return sum(1 for _ in self.directory.glob("file-*.json"))
+
     def delete(self, file_id: str) -> bool:
         if not _ID.match(file_id):
             return False

@@ -19,7 +19,7 @@ from sharp_plugin.core import parse_settings
 from sharp_plugin.core.settings import SharpSettingsError
 
 from ..deps import Authorized, EngineDep, MetricsDep, SettingsDep, StoreDep
-from ..errors import APIError, InvalidRequest, NotFound, RequestTimeout, error_body
+from ..errors import APIError, InvalidRequest, NotFound, RequestTimeout, error_body, error_responses
 from ..media import resolve
 from ..schemas import ChatCompletionRequest, SharpReport, SharpVideoReport
 
@@ -54,7 +54,7 @@ def sampling_params(body: ChatCompletionRequest) -> dict[str, Any]:
     return params
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=error_responses(400, 401, 403, 404, 413, 415, 500, 503, 504))
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
@@ -68,7 +68,14 @@ async def create_chat_completion(
         raise NotFound(f"The model {body.model!r} does not exist", param="model", code="model_not_found")
     sharp = sharp_request_settings(body)
     # Validate before any media work; the plugin validates again inside vLLM.
-    parse_settings(sharp, settings.sharp, num_decoder_layers=engine.num_decoder_layers)
+    parse_settings(
+        sharp,
+        settings.sharp,
+        num_decoder_layers=engine.num_decoder_layers,
+        first_stage_layers=engine.first_stage_layers,
+    )
+    sampling = sampling_params(body)
+    engine.check_sampling(sampling)
 
     media = await resolve.resolve(body, settings, store, request.app.state.decode_pool, metrics)
     report_id = uuid.uuid4().hex
@@ -80,7 +87,7 @@ async def create_chat_completion(
     if not engine_request["multi_modal_data"]:
         del engine_request["multi_modal_data"]
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    run = _Run(engine, engine_request, sampling_params(body), request_id, report_id, media, received, metrics)
+    run = _Run(engine, engine_request, sampling, request_id, report_id, media, received, metrics)
     timeout = settings.request_timeout_s
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -138,7 +145,8 @@ class _Run:
             SharpVideoReport(
                 method=e["method"], retention=e["retention"], prune_layer=e["prune_layer"],
                 video_tokens=e["video_tokens"], video_tokens_kept=e["video_tokens_kept"],
-                scoring_ms=e["scoring_ms"], frames=len(decoded.indices),
+                scoring_ms=0.0 if e.get("cached") else e["scoring_ms"], frames=len(decoded.indices),
+                cached=bool(e.get("cached")), fallback=e.get("fallback"),
             )
             for e, decoded in zip(entries, self.media.videos, strict=False)
         ]  # fmt: skip

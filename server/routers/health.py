@@ -5,12 +5,12 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..deps import EngineDep, MetricsDep
-from ..errors import EngineUnavailable
+from ..errors import EngineUnavailable, error_responses
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health")
+@router.get("/health", responses=error_responses(503))
 async def health(engine: EngineDep) -> dict:
     try:
         await engine.check_health()

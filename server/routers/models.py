@@ -5,12 +5,13 @@ import time
 from fastapi import APIRouter
 
 from ..deps import Authorized, EngineDep
+from ..errors import error_responses
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Authorized])
 _STARTED = int(time.time())
 
 
-@router.get("/models")
+@router.get("/models", responses=error_responses(401))
 async def list_models(engine: EngineDep) -> dict:
     return {
         "object": "list",

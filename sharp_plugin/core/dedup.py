@@ -23,8 +23,9 @@ def deduplicated_top_k(
     order = stable_descending(scores)
     if threshold >= 1.0 or k >= n:
         return order[:k]
-    unit = F.normalize(features.float(), dim=-1)[order]  # [N, D], in walk order
-    kept_unit = unit.new_empty((k, unit.shape[1]))
+    # Unit vectors are made one block at a time, in walk order: no [N, D] float32 copy
+    # of the features, only the kept set's k rows.
+    kept_unit = features.new_empty((k, features.shape[1]), dtype=torch.float32)
     kept: list[int] = []
     skipped: list[int] = []
     # Blocks bound the device work and syncs: one matmul against the kept set and one
@@ -32,7 +33,7 @@ def deduplicated_top_k(
     # sequential by definition: a token's fate depends on the ones kept before it).
     block = 256
     for start in range(0, n, block):
-        cand = unit[start : start + block]  # [B, D]
+        cand = F.normalize(features[order[start : start + block]].float(), dim=-1)  # [B, D]
         size = cand.shape[0]
         if kept:
             dup_of_kept = ((cand @ kept_unit[: len(kept)].T).amax(dim=1) >= threshold).cpu().numpy()  # [B]

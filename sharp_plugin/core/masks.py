@@ -29,11 +29,16 @@ def visibility_end(
     return end
 
 
-def attention_mask(end: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+def attention_mask(
+    end: torch.Tensor, num_cols: int | None = None, device: torch.device | None = None
+) -> torch.Tensor:
     """Boolean mask for scaled_dot_product_attention: True where a row may attend.
 
-    # [L, L] bool: one matrix shared by all heads (never one per head).
+    `end` holds the rows' last visible columns (a slice of `visibility_end` for a block
+    of rows); `num_cols` defaults to one column per row of the whole sequence.
+    # [rows, num_cols] bool: one matrix shared by all heads (never one per head).
     """
+    num_cols = end.numel() if num_cols is None else num_cols
     end = end.to(device)
-    cols = torch.arange(end.numel(), device=device)
+    cols = torch.arange(num_cols, device=device)
     return cols[None, :] <= end[:, None]

@@ -27,8 +27,14 @@ def in_original_order(indices: torch.Tensor) -> torch.Tensor:
 
 def oracle_indices(num_tokens: int, k: int, priority: tuple[int, ...]) -> torch.Tensor:
     """The first k of `priority`, then the rest of the budget uniformly over the other
-    tokens. # [k] long, ascending"""
-    first = list(dict.fromkeys(priority))[:k]
-    others = torch.tensor([i for i in range(num_tokens) if i not in set(first)], dtype=torch.long)
-    fill = others[uniform_indices(len(others), k - len(first))] if k > len(first) else others[:0]
-    return torch.cat([torch.tensor(first, dtype=torch.long), fill]).sort().values
+    tokens. # [k] long, ascending
+
+    Vectorised (O(N)): the request controls both N and the list, so no Python loop
+    may scale with their product.
+    """
+    first = torch.tensor(list(dict.fromkeys(priority))[:k], dtype=torch.long)
+    is_first = torch.zeros(num_tokens, dtype=torch.bool)
+    is_first[first] = True
+    others = torch.nonzero(~is_first).flatten()  # ascending
+    fill = others[uniform_indices(others.numel(), k - first.numel())] if k > first.numel() else others[:0]
+    return torch.cat([first, fill]).sort().values

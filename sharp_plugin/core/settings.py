@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -13,12 +12,22 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 # `oracle` is for evaluation: it keeps tokens the caller names (a benchmark's ground truth).
 Method = Literal["none", "sharp", "fastv", "uniform", "random", "oracle"]
-TokenIndex = Annotated[int, Strict(), Field(ge=0)]
+
+# Bounds: every number a request can send is held to what the code can hold and what
+# means something, so nothing a client controls can overflow inside the worker (where
+# an exception would take the engine down for every request in flight).
+MAX_VIDEO_TOKENS = 1 << 22  # no video has more visual tokens (an hour at 448^2 is ~0.5M)
+MAX_PRUNE_LAYER = 255  # deeper than any served decoder; checked against the model too
+MAX_SEGMENT_GROUPS = 1 << 16  # temporal groups per segment; more is "the whole video"
+MAX_LAM = 100.0  # prior weight: past this the raw scores no longer matter
+MAX_SEED = (1 << 63) - 1  # torch.Generator.manual_seed takes 64 bits
+MAX_ORACLE_TOKENS = 1 << 16  # an evaluation's named tokens, not a whole video
+
+TokenIndex = Annotated[int, Strict(), Field(ge=0, lt=MAX_VIDEO_TOKENS)]
 Debias = Literal["off", "black", "mean"]
 Calibration = Literal["subtract", "divide"]
 
@@ -46,27 +55,20 @@ class SharpSettings(BaseModel):
     # The product's method. A request with no settings at all gets NO_PRUNING instead
     # (see parse_settings), so stock behaviour stays the default.
     method: Method = "sharp"
-    retention: float = Field(1.0, gt=0.0, le=1.0)
-    prune_layer: int = Field(2, ge=0)
+    retention: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    prune_layer: int = Field(2, ge=0, le=MAX_PRUNE_LAYER)
     # Width of a segment in temporal groups (Qwen: 2 frames per group); 0 turns masking off.
-    segment_frames: int = Field(4, ge=0)
+    segment_frames: int = Field(4, ge=0, le=MAX_SEGMENT_GROUPS)
     debias: Debias = "black"
     calibration: Calibration = "subtract"
-    lam: float = Field(1.0, ge=0.0)
+    lam: float = Field(1.0, ge=0.0, le=MAX_LAM, allow_inf_nan=False)
     # Cosine similarity at or above which a token counts as a duplicate; 1.0 turns dedup off.
-    dedup_threshold: float = Field(0.9, gt=0.0, le=1.0)
-    seed: int = 0
+    dedup_threshold: float = Field(0.9, gt=0.0, le=1.0, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # For `oracle`: the video's token indices (vLLM's t, h, w order) kept first; the rest
     # of the budget is spread uniformly over the other tokens. Lax container type because
     # settings cross vLLM's process boundary as JSON (a tuple arrives as a list).
-    oracle_tokens: tuple[TokenIndex, ...] = Field((), strict=False)
-
-    @model_validator(mode="after")
-    def _finite(self) -> SharpSettings:
-        for name in ("retention", "lam", "dedup_threshold"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite")
-        return self
+    oracle_tokens: tuple[TokenIndex, ...] = Field((), strict=False, max_length=MAX_ORACLE_TOKENS)
 
     @field_validator("oracle_tokens")
     @classmethod
@@ -92,13 +94,22 @@ class SharpSettings(BaseModel):
             return self.model_copy(update={"segment_frames": 0, "debias": "off", "dedup_threshold": 1.0})
         return self
 
-    def check_for_model(self, num_decoder_layers: int) -> None:
+    def check_for_model(self, num_decoder_layers: int, first_stage_layers: int | None = None) -> None:
         """Checks that need the model: a scoring method's layer must exist (even at
-        retention 1.0, where it would not run: the request is wrong either way)."""
-        if self.method in SCORING_METHODS and self.prune_layer >= num_decoder_layers:
+        retention 1.0, where it would not run: the request is wrong either way), on the
+        first pipeline stage, which is the only one that runs the scoring pass."""
+        if self.method not in SCORING_METHODS:
+            return
+        if self.prune_layer >= num_decoder_layers:
             raise SharpSettingsError(
                 f"sharp.prune_layer: must be smaller than the model's {num_decoder_layers} "
                 f"decoder layers, got {self.prune_layer}",
+                field="prune_layer",
+            )
+        if first_stage_layers is not None and self.prune_layer >= first_stage_layers:
+            raise SharpSettingsError(
+                f"sharp.prune_layer: must be smaller than the {first_stage_layers} decoder layers "
+                f"of the first pipeline stage, got {self.prune_layer}",
                 field="prune_layer",
             )
 
@@ -111,6 +122,7 @@ def parse_settings(
     defaults: dict[str, Any] | None = None,
     *,
     num_decoder_layers: int | None = None,
+    first_stage_layers: int | None = None,
 ) -> SharpSettings:
     """Merge engine-wide defaults with the request (request wins) and validate.
 
@@ -130,7 +142,7 @@ def parse_settings(
         where = f"sharp.{field}" if field else "sharp"
         raise SharpSettingsError(f"{where}: {first['msg']}", field=field) from None
     if num_decoder_layers is not None:
-        settings.check_for_model(num_decoder_layers)
+        settings.check_for_model(num_decoder_layers, first_stage_layers)
     return settings
 
 
@@ -145,5 +157,10 @@ def _with_retention(settings: dict[str, Any] | None) -> dict[str, Any]:
     rate = settings.pop("pruning_rate")
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
         raise SharpSettingsError("sharp.pruning_rate: must be a number in [0, 1)", "pruning_rate")
-    settings["retention"] = 1.0 - float(rate)
+    # 1 - 0.9 is 0.09999999999999998 in binary floating point, which keeps one token
+    # fewer than retention 0.1 for some N; 12 decimals undo that and nothing else.
+    retention = round(1.0 - float(rate), 12)
+    if retention <= 0.0:
+        raise SharpSettingsError("sharp.pruning_rate: must leave at least some tokens", "pruning_rate")
+    settings["retention"] = retention
     return settings

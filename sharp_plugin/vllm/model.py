@@ -9,8 +9,8 @@ video's grid and time scale are read, how to embed black frames).
 
 from __future__ import annotations
 
-import itertools
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,22 +20,23 @@ from vllm.logger import init_logger
 from vllm.model_executor.models.utils import PPMissingLayer
 from vllm.multimodal.video_prune.evs import recompute_mrope_positions as evs_recompute_positions
 
-from sharp_plugin.core import NO_PRUNING, SharpSettings, select_tokens
+from sharp_plugin.core import NO_PRUNING, Selection, SharpSettings, select_tokens
+from sharp_plugin.core.selection import uniform_indices
 
 from . import positions
 from .bounded_store import BoundedStore
-from .processor import ITEM_FIELDS, read_item
+from .processor import ITEM_FIELDS, PROFILE_KEY, read_item
 from .reports import WORKER_REPORTS
 from .scoring_pass import DecoderScoringPass, ItemLayout
 
 logger = init_logger(__name__)
 
-# Increases with every selection this worker runs: a report whose number did not move
-# came from the encoder cache, not a new selection.
-_selection_numbers = itertools.count(1)
-
+# Device caches, sized so that they stay small next to the KV cache: 64 priors of N
+# float32 scores each, and black-frame embeddings of one temporal group per grid size
+# (the family embeds one group and tiles it), at most 64 MiB in all.
 _PRIOR_CACHE_ENTRIES = 64
-_BLACK_EMBED_CACHE_ENTRIES = 8
+_BLACK_EMBED_CACHE_BYTES = 64 << 20
+_PROFILE_QUERY_TOKENS = 64
 
 
 def enable_pruning_path(vllm_config) -> None:
@@ -75,7 +76,9 @@ class SharpModelMixin:
         self.is_multimodal_pruning_enabled = True
         self._sharp_tp_size = get_tensor_model_parallel_world_size()
         self._sharp_prior_cache: BoundedStore[torch.Tensor] = BoundedStore(_PRIOR_CACHE_ENTRIES)
-        self._sharp_black_cache: BoundedStore[torch.Tensor] = BoundedStore(_BLACK_EMBED_CACHE_ENTRIES)
+        self._sharp_black_cache: BoundedStore[torch.Tensor] = BoundedStore(
+            max_bytes=_BLACK_EMBED_CACHE_BYTES, size_of=_tensor_bytes
+        )
 
     # ---- embed_multimodal -------------------------------------------------------------
     def embed_multimodal(self, **kwargs: object):
@@ -103,45 +106,82 @@ class SharpModelMixin:
         item_positions = positions.media_positions(grid, merge, t_scale)  # [N, 3]
         item = read_item(fields["sharp_item"]) if fields["sharp_item"] is not None else None
         settings = SharpSettings.model_validate(item["settings"]) if item else NO_PRUNING
+        if item is not None and item.get(PROFILE_KEY):
+            self._profile_selection(visual, grid, t_scale, fields)
         started = time.perf_counter()
+        fallback = None
+        try:
+            selection = self._run_selection(settings, visual, grid, t_scale, item, fields)
+            if item is not None and selection.kept.numel() != item["num_kept"]:
+                raise RuntimeError(
+                    f"kept {selection.kept.numel()} tokens, placeholders expect {item['num_kept']}"
+                )
+        except Exception as exc:
+            # Last line of defence: an exception here would kill the engine core and
+            # every request in flight. The processor validates everything a request
+            # controls, so reaching this is a bug; the request still completes with a
+            # safe selection of the same k tokens, and its report names the failure.
+            logger.exception("ShaRP selection failed; falling back to uniform selection")
+            fallback = f"{type(exc).__name__}: {exc}"[:300]
+            num_tokens = visual.shape[0]
+            kept = uniform_indices(num_tokens, item["num_kept"]) if item else torch.arange(num_tokens)
+            selection = Selection(kept, num_tokens, scored=False)
+        scoring_ms = (time.perf_counter() - started) * 1e3 if selection.scored else 0.0
+        if item is not None and item.get("mm_hash"):
+            WORKER_REPORTS.put(
+                item["mm_hash"],
+                _report(settings, selection.num_tokens, selection.kept, scoring_ms, grid, fallback),
+            )
+        return positions.encode_kept(visual, item_positions, selection.kept)
+
+    def _run_selection(self, settings, visual, grid, t_scale, item, fields) -> Selection:
         scoring_pass = black_prior = None
         if settings.needs_scoring_pass:
-            layout = ItemLayout(
-                prefix_ids=fields["sharp_prefix_ids"],
-                suffix_ids=fields["sharp_suffix_ids"],
-                query_from=item["query_from"],
-                positions=_sequence_positions(
-                    len(fields["sharp_prefix_ids"]), item_positions, len(fields["sharp_suffix_ids"])
-                ),
-                tokens_per_group=(grid[1] // merge) * (grid[2] // merge),
-            )
-            decoder = self._sharp_decoder()
-            if isinstance(decoder.layers[settings.prune_layer], PPMissingLayer):
-                raise ValueError(
-                    f"sharp.prune_layer {settings.prune_layer} is not on the first pipeline "
-                    "stage; use a smaller prune_layer or fewer pipeline stages"
-                )
-            scoring_pass = DecoderScoringPass(decoder, settings.prune_layer, layout, self._sharp_tp_size)
+            layout = self._layout(grid, t_scale, fields["sharp_prefix_ids"], fields["sharp_suffix_ids"], item)
+            scoring_pass = self._scoring_pass(settings.prune_layer, layout)
 
             def black_prior(segment_groups: int) -> torch.Tensor:
                 return self._black_prior(
                     grid, t_scale, settings, layout, scoring_pass, fields, segment_groups
                 )
 
-        selection = select_tokens(settings, visual, scoring_pass, black_prior)
-        scoring_ms = (time.perf_counter() - started) * 1e3 if selection.scored else 0.0
-        if item is not None:
-            expected = item["num_kept"]
-            if selection.kept.numel() != expected:  # would corrupt the prompt: fail loudly
-                raise RuntimeError(
-                    f"ShaRP kept {selection.kept.numel()} tokens, placeholders expect {expected}"
-                )
-            if item.get("mm_hash"):
-                WORKER_REPORTS.put(
-                    item["mm_hash"],
-                    _report(settings, selection.num_tokens, selection.kept, scoring_ms, grid),
-                )
-        return positions.encode_kept(visual, item_positions, selection.kept)
+        return select_tokens(settings, visual, scoring_pass, black_prior)
+
+    def _layout(self, grid, t_scale, prefix_ids, suffix_ids, item) -> ItemLayout:
+        merge = self._sharp_spatial_merge_size()
+        item_positions = positions.media_positions(grid, merge, t_scale)
+        return ItemLayout(
+            prefix_ids=prefix_ids,
+            suffix_ids=suffix_ids,
+            query_from=item["query_from"],
+            positions=_sequence_positions(len(prefix_ids), item_positions, len(suffix_ids)),
+            tokens_per_group=(grid[1] // merge) * (grid[2] // merge),
+        )
+
+    def _scoring_pass(self, prune_layer: int, layout: ItemLayout) -> DecoderScoringPass:
+        decoder = self._sharp_decoder()
+        if isinstance(decoder.layers[prune_layer], PPMissingLayer):
+            raise ValueError(f"prune_layer {prune_layer} is not on the first pipeline stage")
+        return DecoderScoringPass(decoder, prune_layer, layout, self._sharp_tp_size)
+
+    def _profile_selection(self, visual, grid, t_scale, fields) -> None:
+        """vLLM's memory profile embeds dummy videos of the largest size the config
+        allows, and they never prune (their placeholders are the maximum). Run a full
+        ShaRP selection over them anyway (scoring pass, black prior, dedup) and discard
+        it, so that the profiler sees the selection's peak scratch memory and reserves it."""
+        layers = len(self._sharp_decoder().layers)
+        settings = SharpSettings(method="sharp", retention=0.5, prune_layer=min(2, layers - 1))
+        # A query as long as a typical question; the token ids do not matter for memory.
+        prefix = torch.zeros(0, dtype=torch.long)
+        suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
+        layout = self._layout(grid, t_scale, prefix, suffix, {"query_from": 1})
+        scoring_pass = self._scoring_pass(settings.prune_layer, layout)
+
+        def black_prior(segment_groups: int) -> torch.Tensor:
+            black = self._black_embedding(grid, fields["sharp_black_pixels"])
+            return scoring_pass(black, segment_groups).scores
+
+        select_tokens(settings, visual, scoring_pass, black_prior)
 
     def _black_prior(self, grid, t_scale, settings, layout, scoring_pass, fields, segment_groups):
         """Scores of an all-black video with the same layout and query. It depends
@@ -157,13 +197,23 @@ class SharpModelMixin:
         )
         prior = self._sharp_prior_cache.get(key)
         if prior is None:
-            black = self._sharp_black_cache.get(tuple(grid))
-            if black is None:
-                black = self._sharp_embed_black_video(grid, fields["sharp_black_pixels"])
-                self._sharp_black_cache.put(tuple(grid), black)
+            black = self._black_embedding(grid, fields["sharp_black_pixels"])
             prior = scoring_pass(black, segment_groups).scores
             self._sharp_prior_cache.put(key, prior)
         return prior
+
+    def _black_embedding(self, grid, black_row: torch.Tensor) -> torch.Tensor:
+        """The vision tower's embedding of an all-black video of this grid. # [N, D]
+
+        Every family's tower attends within one temporal group at a time and gives it
+        no temporal position, so all groups of a black video embed alike: one group is
+        embedded (and cached by its size) and tiled over the T groups."""
+        groups, height, width = (int(x) for x in grid)
+        one_group = self._sharp_black_cache.get((height, width))
+        if one_group is None:
+            one_group = self._sharp_embed_black_video((1, height, width), black_row)
+            self._sharp_black_cache.put((height, width), one_group)
+        return one_group.repeat(groups, 1)
 
     # ---- positions --------------------------------------------------------------------
     def recompute_mrope_positions(
@@ -197,6 +247,10 @@ class SharpModelMixin:
         return positions.prompt_positions_with_pruned_media(len(input_tokens), media)
 
 
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
 def _item_fields(fields: dict[str, Any], index: int) -> dict[str, Any]:
     """Row `index` of each batched field (a stacked tensor or a list of tensors)."""
     return {name: (value[index] if value is not None else None) for name, value in fields.items()}
@@ -211,7 +265,7 @@ def _sequence_positions(num_prefix: int, item_positions: torch.Tensor, num_suffi
     return torch.cat([prefix, video, suffix], dim=1)
 
 
-def _report(settings, num_tokens, kept, scoring_ms, grid) -> dict[str, Any]:
+def _report(settings, num_tokens, kept, scoring_ms, grid, fallback) -> dict[str, Any]:
     return {
         "method": settings.method,
         "retention": settings.retention,
@@ -221,5 +275,8 @@ def _report(settings, num_tokens, kept, scoring_ms, grid) -> dict[str, Any]:
         "scoring_ms": scoring_ms,
         "kept_indices": kept.tolist(),
         "grid_thw": list(grid),
-        "selection_number": next(_selection_numbers),
+        # Unique per selection: the frontend tells a fresh selection from an
+        # encoder-cache hit (which runs none) by whether it has seen this id before.
+        "selection_id": uuid.uuid4().hex,
+        "fallback": fallback,  # None, or why the selection fell back to uniform
     }

@@ -18,6 +18,7 @@ stale selection (see `item_identity`).
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cached_property
@@ -31,7 +32,7 @@ from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement
 
 from sharp_plugin.core import NO_PRUNING, SharpSettings, kept_count, parse_settings
-from sharp_plugin.core.settings import SharpSettingsError
+from sharp_plugin.core.settings import MAX_VIDEO_TOKENS, SharpSettingsError
 
 from .reports import FRONTEND_RECORDS
 
@@ -42,6 +43,10 @@ SHARP_KWARG = "sharp"
 REPORT_ID_KEY = "report_id"
 # Private keys this module adds to the `sharp` dict on its way through vLLM.
 _ITEMS, _HASHES, _SETTINGS = "_items", "_hashes", "_settings"
+# Marks vLLM's memory-profiling dummy inputs. Its value is a secret of this process, so
+# a request cannot pass itself off as a profiling run.
+PROFILE_KEY = "_profile"
+_PROFILE_TOKEN = secrets.token_hex(16)
 
 ITEM_FIELDS = ("sharp_item", "sharp_prefix_ids", "sharp_suffix_ids", "sharp_black_pixels")
 
@@ -95,10 +100,12 @@ class SharpProcessorMixin:
     # ---- request settings and the text around each video -------------------------
     def get_dummy_inputs(self, *args, **kwargs):
         """Memory profiling must see the largest placeholder count, so dummy inputs
-        never prune, whatever the engine-wide defaults say."""
+        never prune, whatever the engine-wide defaults say. They are marked so that the
+        model runs (and discards) a full selection over them: the profile then also
+        reserves the selection's scratch memory (SharpModelMixin._profile_selection)."""
         inputs = super().get_dummy_inputs(*args, **kwargs)
-        kwargs_with_none = {**inputs.hf_processor_mm_kwargs, SHARP_KWARG: {"method": "none"}}
-        return replace(inputs, hf_processor_mm_kwargs=kwargs_with_none)
+        dummy = {"method": "none", PROFILE_KEY: _PROFILE_TOKEN}
+        return replace(inputs, hf_processor_mm_kwargs={**inputs.hf_processor_mm_kwargs, SHARP_KWARG: dummy})
 
     def apply(self, inputs, timing_ctx):
         request = inputs.hf_processor_mm_kwargs.get(SHARP_KWARG)
@@ -106,6 +113,9 @@ class SharpProcessorMixin:
             raise SharpSettingsError("sharp: must be an object", field=None)
         request = dict(request or {})
         report_id = request.pop(REPORT_ID_KEY, None)
+        if report_id is not None and not isinstance(report_id, str):
+            raise SharpSettingsError("sharp.report_id: must be a string", field="report_id")
+        profiling = PROFILE_KEY in request and request.pop(PROFILE_KEY) == _PROFILE_TOKEN
         settings = parse_settings(
             request,
             self.info.get_sharp_defaults(),
@@ -120,12 +130,12 @@ class SharpProcessorMixin:
                         "them, and this prompt has none after a video",
                         field="method",
                     )
-        sharp = {_SETTINGS: canonical_settings(settings).model_dump(), _ITEMS: items}
+        sharp = {_SETTINGS: canonical_settings(settings).model_dump(), _ITEMS: items, PROFILE_KEY: profiling}
         inputs = replace(inputs, hf_processor_mm_kwargs={**inputs.hf_processor_mm_kwargs, SHARP_KWARG: sharp})
         sharp[_HASHES] = self._get_mm_hashes(inputs)  # once; reused by the caching path
         result = super().apply(inputs, timing_ctx)
         if report_id is not None:
-            FRONTEND_RECORDS.put(str(report_id), self._frontend_record(settings, sharp[_HASHES]))
+            FRONTEND_RECORDS.put(report_id, self._frontend_record(settings, sharp[_HASHES]))
         return result
 
     def _split_prompt(self, prompt: list[int]) -> list[dict[str, Any]]:
@@ -213,6 +223,12 @@ class SharpProcessorMixin:
         rows, prefixes, suffixes = [], [], []
         for index, thw in enumerate(grid.tolist()):
             num_tokens = thw[0] * thw[1] * thw[2] // (merge * merge)
+            if num_tokens > MAX_VIDEO_TOKENS:
+                raise SharpSettingsError(
+                    f"sharp: the video has {num_tokens} visual tokens, more than the {MAX_VIDEO_TOKENS} "
+                    "this server selects from; send fewer frames or a lower resolution",
+                    field=None,
+                )
             if any(i >= num_tokens for i in settings.oracle_tokens):
                 raise SharpSettingsError(
                     f"sharp.oracle_tokens: indices must be below the video's {num_tokens} tokens",
@@ -227,6 +243,7 @@ class SharpProcessorMixin:
                     "num_tokens": num_tokens,
                     "num_kept": kept_count(settings.retention, num_tokens) if settings.prunes else num_tokens,
                     "query_from": item["query_from"] if scoring else 0,
+                    PROFILE_KEY: bool(sharp.get(PROFILE_KEY)),
                 }
             )
             prefixes.append(torch.tensor(item["prefix"] if scoring else [], dtype=torch.long))

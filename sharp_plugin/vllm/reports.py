@@ -31,6 +31,17 @@ FRONTEND_RECORDS: BoundedStore[list[dict[str, Any]]] = BoundedStore(_MAX_ENTRIES
 WORKER_REPORTS: BoundedStore[dict[str, Any]] = BoundedStore(_MAX_ENTRIES)
 
 
+def merge_replies(replies: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """One report per mm_hash from the replies of every worker. Tensor-parallel ranks
+    report the same decision; under data parallelism only the engine that ran the item
+    has it, so no single reply can be trusted to hold them all."""
+    merged: dict[str, dict[str, Any]] = {}
+    for reply in replies:
+        for mm_hash, report in (reply or {}).items():
+            merged.setdefault(mm_hash, report)
+    return merged
+
+
 class SharpWorkerExtension:
     """Mixed into vLLM's worker class via `worker_extension_cls`."""
 
@@ -59,7 +70,8 @@ def join_report(
                 "scoring_ms": decision.get("scoring_ms"),
                 "kept_indices": decision.get("kept_indices"),
                 "grid_thw": decision.get("grid_thw"),
-                "selection_number": decision.get("selection_number"),
+                "selection_id": decision.get("selection_id"),
+                "fallback": decision.get("fallback"),
             }
         )
     return joined

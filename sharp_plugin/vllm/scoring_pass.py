@@ -21,12 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from sharp_plugin.core import ScoringResult
-from sharp_plugin.core.masks import visibility_end
+from sharp_plugin.core.masks import attention_mask, visibility_end
 from sharp_plugin.core.scores import mean_visual_scores, query_attention_sums
 
-# Rows of the segment-masked attention per SDPA call: bounds the [H, rows, L] scratch
-# that an explicit mask forces (the causal case uses SDPA's is_causal and no mask).
-_MASKED_ROW_BLOCK = 1024
+# Memory: the pass runs outside vLLM's forward, so its scratch must stay bounded
+# whatever N is (and the profile run reserves it: see SharpModelMixin._profile_selection).
+# Everything that would be [rows, wide] or [H, rows, L] is computed in row blocks.
+_MLP_ROW_BLOCK = 1024  # rows per MLP call: [1024, 2 * intermediate] scratch at most
+_SCRATCH_BYTES = 64 << 20  # per block of attention logits, [H, rows, L] float32
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class DecoderScoringPass:
             q, k, v = _project_qkv(attn, h, positions)  # [H, L, d], [H_kv, L, d] x2
             if index == self.prune_layer:
                 rows = torch.arange(num_prefix + num_visual + layout.query_from, seq_len, device=device)
-                sums = query_attention_sums(q[:, rows], k, rows, attn.scaling)  # [L]
+                sums = _query_attention_sums(q, k, rows, attn.scaling)  # [L]
                 if self.tp_size > 1:
                     from vllm.distributed import tensor_model_parallel_all_reduce
 
@@ -92,7 +94,7 @@ class DecoderScoringPass:
             out = out.transpose(0, 1).reshape(seq_len, -1)
             out, _ = attn.o_proj(out)
             h, residual = layer.post_attention_layernorm(out, residual)
-            x = layer.mlp(h)
+            x = torch.cat([layer.mlp(h[i : i + _MLP_ROW_BLOCK]) for i in range(0, seq_len, _MLP_ROW_BLOCK)])
         raise AssertionError("unreachable: the loop returns at prune_layer")
 
 
@@ -111,18 +113,42 @@ def _project_qkv(attn: nn.Module, h: torch.Tensor, positions: torch.Tensor):
     )
 
 
+def _rows_per_block(num_heads: int, num_cols: int) -> int:
+    return max(1, _SCRATCH_BYTES // (4 * num_heads * max(1, num_cols)))
+
+
+def _query_attention_sums(q, k, rows: torch.Tensor, scale: float) -> torch.Tensor:
+    """query_attention_sums over the query rows, in blocks of rows. # [L] float32"""
+    step = _rows_per_block(q.shape[0], k.shape[1])
+    sums = torch.zeros(k.shape[1], dtype=torch.float32, device=k.device)
+    for start in range(0, rows.numel(), step):
+        block = rows[start : start + step]
+        sums += query_attention_sums(q[:, block], k, block, scale)
+    return sums
+
+
 def _attention(q, k, v, scale: float, end: torch.Tensor | None) -> torch.Tensor:
-    """SDPA over all rows; causal, or segment-aware when `end` is given. # [H, L, d]"""
-    group = q.shape[0] // k.shape[0]
-    k = k.repeat_interleave(group, dim=0)
-    v = v.repeat_interleave(group, dim=0)
+    """SDPA over all rows; causal, or segment-aware when `end` is given. # [H, L, d]
+
+    Grouped-query attention without copying K and V per query head (enable_gqa). The
+    causal case is one fused call (flash attention: no [L, L] scratch). The segment
+    mask is explicit, so its rows go in blocks that bound the mask and, where the
+    kernel materialises them, the logits; each block sees only the columns its rows
+    can reach.
+    """
     if end is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    end = end.to(q.device)
-    cols = torch.arange(k.shape[1], device=q.device)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
+    end = end.cpu()  # host copy: the block bounds below need no device sync
+    seq_len = q.shape[1]
+    step = _rows_per_block(q.shape[0], seq_len)
     blocks = []
-    for start in range(0, q.shape[1], _MASKED_ROW_BLOCK):
-        stop = min(start + _MASKED_ROW_BLOCK, q.shape[1])
-        mask = cols[None, :] <= end[start:stop, None]  # [rows, L]
-        blocks.append(F.scaled_dot_product_attention(q[:, start:stop], k, v, attn_mask=mask, scale=scale))
+    for start in range(0, seq_len, step):
+        stop = min(start + step, seq_len)
+        reach = int(end[start:stop].max()) + 1  # block-causal: no row sees past this
+        mask = attention_mask(end[start:stop], reach, q.device)  # [rows, reach]
+        blocks.append(
+            F.scaled_dot_product_attention(
+                q[:, start:stop], k[:, :reach], v[:, :reach], attn_mask=mask, scale=scale, enable_gqa=True
+            )
+        )
     return torch.cat(blocks, dim=1)

@@ -15,10 +15,14 @@ from server.settings import ServerSettings
 class FakeEngine:
     model_name = "fake"
     num_decoder_layers = 4
+    first_stage_layers = 4
 
     def __init__(self, settings):
         self.dead = False
         self.aborted: list[str] = []
+
+    def check_sampling(self, sampling):
+        pass
 
     def render_prompt(self, messages):
         return "prompt"

@@ -109,8 +109,8 @@ def test_local_paths_stay_under_the_root(tmp_path):
     (root / "ok.mp4").write_bytes(b"x")
     (tmp_path / "secret.mp4").write_bytes(b"x")
     security = SecuritySettings(allowed_local_root=root)
-    assert sources.local_path(f"file://{root}/ok.mp4", security) == (root / "ok.mp4").resolve()
+    assert sources.local_path(f"file://{root}/ok.mp4", security, 1 << 30) == (root / "ok.mp4").resolve()
     with pytest.raises(PermissionDenied):
-        sources.local_path(f"file://{root}/../secret.mp4", security)
+        sources.local_path(f"file://{root}/../secret.mp4", security, 1 << 30)
     with pytest.raises(PermissionDenied, match="disabled"):
-        sources.local_path(f"file://{root}/ok.mp4", SecuritySettings())
+        sources.local_path(f"file://{root}/ok.mp4", SecuritySettings(), 1 << 30)

@@ -1,0 +1,131 @@
+"""The outermost ASGI layer: what is checked before a request body is read, and the
+count of every response by status (5xx included).
+
+It is plain ASGI, not Starlette's BaseHTTPMiddleware, for two reasons: a check must run
+before the route starts reading the body, and BaseHTTPMiddleware hides the client's
+disconnect from `Request.is_disconnected()`, which the non-streaming chat route polls to
+abort the engine request of a client that hung up.
+
+Order, cheapest first: the API key (an unauthenticated upload is refused before one byte
+of it is read), then the declared Content-Length, then a running count of the bytes as
+the route reads them (a body that lies about its length, or is chunked, still stops at
+the cap).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_body
+from .metrics import ServerMetrics
+from .settings import ServerSettings
+
+# Probes and scrapers stay reachable without the key.
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+UPLOAD_PATH = "/v1/files"
+# Multipart framing around an uploaded file (boundaries, part headers, the purpose field).
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` while the route reads the body; FastAPI lets an
+    HTTPException from body parsing through unchanged, and errors.py renders it."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"Request body is over the limit of {limit} bytes")
+
+
+def body_limit(settings: ServerSettings, method: str, path: str) -> int:
+    if method == "POST" and path.rstrip("/") == UPLOAD_PATH:
+        return settings.media.max_upload_bytes + MULTIPART_OVERHEAD
+    return settings.media.max_request_bytes
+
+
+def api_key_ok(headers: dict[str, str], expected: str) -> bool:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), expected.encode())
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, settings: ServerSettings, metrics: Callable[[], ServerMetrics]):
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await _send_error(send_counted, *refusal)
+            else:
+                limit = body_limit(self.settings, scope["method"], scope["path"])
+                await self.app(scope, _capped(receive, limit), send_counted)
+        except Exception:
+            # Unhandled: Starlette's outer error middleware answers 500. Count it here,
+            # where every response passes, so that 5xx show up in /metrics.
+            if not status:
+                status.append(500)
+            raise
+        finally:
+            route = scope.get("route")
+            self.metrics().observe_response(getattr(route, "path", "unmatched"), status[0] if status else 0)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, str, str] | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        expected = self.settings.security.api_key
+        if (
+            expected is not None
+            and scope["path"] not in OPEN_PATHS
+            and not api_key_ok(headers, expected.get_secret_value())
+        ):
+            return 401, "Invalid or missing API key", "authentication_error", "invalid_api_key"
+        declared = headers.get("content-length")
+        limit = body_limit(self.settings, scope["method"], scope["path"])
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return (
+                413,
+                f"Request body is over the limit of {limit} bytes",
+                "invalid_request_error",
+                ("request_too_large"),
+            )
+        return None
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def receive_capped() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receive_capped
+
+
+async def _send_error(send: Send, status: int, message: str, error_type: str, code: str) -> None:
+    body = json.dumps(error_body(message, error_type, None, code)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

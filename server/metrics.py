@@ -31,6 +31,9 @@ class ServerMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )  # fmt: skip
 
+        self.completion_tokens = Counter(
+            "sharp_completion_tokens", "Tokens generated, counted as they stream", registry=self.registry
+        )
         self.selection_fallbacks = Counter(
             "sharp_selection_fallbacks",
             "Selections that failed in the worker and fell back to uniform",

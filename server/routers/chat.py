@@ -130,6 +130,7 @@ class _Run:
                     self.prompt_tokens = len(output.prompt_token_ids)
                 for choice in output.outputs:
                     self.completion_tokens += len(choice.token_ids)
+                    self.metrics.completion_tokens.inc(len(choice.token_ids))
                     if choice.token_ids and not self._first_token_seen:
                         self._first_token_seen = True
                         self.metrics.ttft_seconds.observe(time.monotonic() - self.received)

@@ -237,6 +237,33 @@ def test_disconnect_mid_stream_aborts_the_engine_request(server, data_url):
         time.sleep(0.2)
 
 
+def test_disconnect_of_a_non_streaming_client_aborts_the_engine_request(server, data_url):
+    body = {
+        "model": MODEL, "messages": video_message(url_part(data_url)), "max_tokens": 3900,
+        "ignore_eos": True,
+    }  # fmt: skip
+    tokens_before = server.metric("sharp_completion_tokens_total")
+    started = time.monotonic()
+
+    def hang_up():
+        # The client gives up after 3 s and closes its connection, answer or not.
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=3)
+
+    client = threading.Thread(target=hang_up)
+    client.start()
+    while server.metric("sharp_engine_unfinished_requests") != 1:
+        assert time.monotonic() - started < 3, "the request never reached the engine"
+        time.sleep(0.1)
+    client.join()
+    gone = time.monotonic()
+    while server.metric("sharp_engine_unfinished_requests") != 0:
+        assert time.monotonic() - gone < 5, "the engine request kept running after the client left"
+        time.sleep(0.2)
+    generated = server.metric("sharp_completion_tokens_total") - tokens_before
+    assert 0 < generated < 3900, f"{generated} tokens: the request was not aborted when the client left"
+
+
 def test_eight_concurrent_streams_with_mixed_retention(server, data_url):
     retentions = [1.0, 0.75, 0.5, 0.4, 0.25, 0.2, 0.1, 0.05]
     start = threading.Barrier(len(retentions))

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import av
@@ -123,7 +123,9 @@ class Soak:
             if created.status_code != 200:
                 return created.status_code, "upload refused"
             file_id = created.json()["id"]
-            response = await client.post(url, json=self.chat_body({"type": "file", "file": {"file_id": file_id}}))
+            response = await client.post(
+                url, json=self.chat_body({"type": "file", "file": {"file_id": file_id}})
+            )
             await client.delete(f"{self.base_url}/v1/files/{file_id}")
             return response.status_code, "ok"
         if kind == "disconnect":
@@ -146,7 +148,9 @@ class Soak:
                 {"model": MODEL, "messages": []},
                 self.chat_body(url_part("data:video/mp4;base64,AAAA")),
                 self.chat_body(url_part(self.data_urls[0]), sharp={"method": "random", "seed": 2**70}),
-                self.chat_body(url_part(self.data_urls[0]), sharp={"retention": 0.5, "segment_frames": 10**20}),
+                self.chat_body(
+                    url_part(self.data_urls[0]), sharp={"retention": 0.5, "segment_frames": 10**20}
+                ),
                 self.chat_body(url_part(self.data_urls[0]), stop=[""]),
                 self.chat_body(url_part("file:///etc/passwd")),
                 self.chat_body(url_part(self.data_urls[0]), max_tokens=2**64),
@@ -257,7 +261,15 @@ def main() -> int:
     log_path = out / "soak-server.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--config", str(REPO / "configs/default.yaml"), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--config",
+                str(REPO / "configs/default.yaml"),
+                "--port",
+                str(port),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -285,7 +297,9 @@ def main() -> int:
         elapsed = time.monotonic() - started
         # Let aborted requests drain, then read what is left.
         drain = time.monotonic() + 30
-        while (unfinished := metric(base_url, "sharp_engine_unfinished_requests")) and time.monotonic() < drain:
+        while (
+            unfinished := metric(base_url, "sharp_engine_unfinished_requests")
+        ) and time.monotonic() < drain:
             time.sleep(0.5)
         sampler.stop.set()
         sampler.join()
@@ -338,15 +352,17 @@ def summarise(results, samples, started, elapsed, args, left, unfinished, health
     server_errors = sum(n for status, n in by_status.items() if status.startswith("5"))
     wrong = sum(1 for r in results if r["outcome"] in ("not a 4xx", "no report", "no [DONE]"))
     client_errors = sum(1 for r in results if r["status"] == -1)
-    passed = (
-        server_errors == 0
-        and wrong == 0
-        and client_errors == 0
-        and not any(left.values())
-        and unfinished == 0
-        and healthy
-        and all(v["growth"] < 0.05 for v in rss.values())
-    )
+    targets = {
+        "no_5xx": server_errors == 0,
+        "every_request_as_expected": wrong == 0 and client_errors == 0,
+        "nothing_left_behind": not any(left.values()),
+        "no_unfinished_engine_requests": unfinished == 0,
+        "healthy_at_end": healthy,
+        "rss_growth_under_5pct": bool(rss) and all(v["growth"] < 0.05 for v in rss.values()),
+    }
+    # A small run is too short for growth after warm-up to mean anything: reported only.
+    gated = {name: ok for name, ok in targets.items() if not (args.small and name.startswith("rss"))}
+    passed = all(gated.values())
     return {
         "requests": len(results),
         "concurrency": args.concurrency,
@@ -361,6 +377,7 @@ def summarise(results, samples, started, elapsed, args, left, unfinished, health
         "left_behind": left,
         "unfinished_engine_requests": unfinished,
         "healthy_at_end": healthy,
+        "targets": targets,
         "passed": passed,
         "rss_samples": [
             {"t": s["t"] - started, "server_mb": s["server_mb"], "engine_mb": s["engine_mb"]} for s in samples
@@ -369,14 +386,18 @@ def summarise(results, samples, started, elapsed, args, left, unfinished, health
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['requests']} requests at concurrency {report['concurrency']} in {report['elapsed_s']:.0f} s")
+    requests, concurrency, elapsed = report["requests"], report["concurrency"], report["elapsed_s"]
+    print(f"\n{requests} requests at concurrency {concurrency} in {elapsed:.0f} s")
     print(f"statuses: {report['by_status']}  (0 = the client left on purpose)")
     print("| kind | requests | statuses | p50 s | p95 s |\n|---|---|---|---|---|")
     for kind, row in report["by_kind"].items():
         print(f"| {kind} | {row['requests']} | {row['statuses']} | {row['p50_s']:.2f} | {row['p95_s']:.2f} |")
     for key, row in report["rss_mb"].items():
-        print(f"{key}: {row['after_warmup']:.0f} MB after warm-up -> {row['end']:.0f} MB ({row['growth']:+.1%})")
-    print(f"left behind: {report['left_behind']}; unfinished engine requests: {report['unfinished_engine_requests']}")
+        print(
+            f"{key}: {row['after_warmup']:.0f} MB after warm-up -> {row['end']:.0f} MB ({row['growth']:+.1%})"
+        )
+    print(f"left behind: {report['left_behind']}")
+    print(f"unfinished engine requests: {report['unfinished_engine_requests']}")
     print(f"server errors: {report['server_errors']}; passed: {report['passed']}")
 
 

@@ -28,7 +28,10 @@ from sharp_plugin.core.scores import mean_visual_scores, query_attention_sums
 # whatever N is (and the profile run reserves it: see SharpModelMixin._profile_selection).
 # Everything that would be [rows, wide] or [H, rows, L] is computed in row blocks.
 _MLP_ROW_BLOCK = 1024  # rows per MLP call: [1024, 2 * intermediate] scratch at most
-_SCRATCH_BYTES = 64 << 20  # per block of attention logits, [H, rows, L] float32
+# Per block of attention rows: SDPA with an explicit mask keeps about two [H, rows, L]
+# float32 temporaries (measured on CPU: bench/scoring_memory.py).
+_SCRATCH_BYTES = 256 << 20
+_TEMPORARIES = 2
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class DecoderScoringPass:
                 # residual is the hidden state entering layer K (after the fused add).
                 hidden = residual[num_prefix : num_prefix + num_visual]
                 return ScoringResult(scores, hidden)
-            out = _attention(q, k, v, attn.scaling, end if segment_groups > 0 else None)
+            out = _attention(q, k, v, attn.scaling, end)
             out = out.transpose(0, 1).reshape(seq_len, -1)
             out, _ = attn.o_proj(out)
             h, residual = layer.post_attention_layernorm(out, residual)
@@ -114,7 +117,7 @@ def _project_qkv(attn: nn.Module, h: torch.Tensor, positions: torch.Tensor):
 
 
 def _rows_per_block(num_heads: int, num_cols: int) -> int:
-    return max(1, _SCRATCH_BYTES // (4 * num_heads * max(1, num_cols)))
+    return max(1, _SCRATCH_BYTES // (_TEMPORARIES * 4 * num_heads * max(1, num_cols)))
 
 
 def _query_attention_sums(q, k, rows: torch.Tensor, scale: float) -> torch.Tensor:
@@ -127,24 +130,23 @@ def _query_attention_sums(q, k, rows: torch.Tensor, scale: float) -> torch.Tenso
     return sums
 
 
-def _attention(q, k, v, scale: float, end: torch.Tensor | None) -> torch.Tensor:
-    """SDPA over all rows; causal, or segment-aware when `end` is given. # [H, L, d]
+def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
+    """SDPA over all rows, each row seeing columns up to its `end` (causal, or
+    segment-aware). # [H, L, d]
 
-    Grouped-query attention without copying K and V per query head (enable_gqa). The
-    causal case is one fused call (flash attention: no [L, L] scratch). The segment
-    mask is explicit, so its rows go in blocks that bound the mask and, where the
-    kernel materialises them, the logits; each block sees only the columns its rows
-    can reach.
+    Rows go in blocks that bound the mask and, where the kernel materialises them, the
+    logits; each block sees only the columns its rows can reach. The causal case takes
+    the same path: an unblocked is_causal call falls back to [H, L, L] logits on CPU
+    (15 GB at L = 16k and 6 heads, measured). Grouped-query attention without copying
+    K and V per query head (enable_gqa).
     """
-    if end is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
     end = end.cpu()  # host copy: the block bounds below need no device sync
     seq_len = q.shape[1]
     step = _rows_per_block(q.shape[0], seq_len)
     blocks = []
     for start in range(0, seq_len, step):
         stop = min(start + step, seq_len)
-        reach = int(end[start:stop].max()) + 1  # block-causal: no row sees past this
+        reach = int(end[start:stop].max()) + 1  # no row of the block sees past this
         mask = attention_mask(end[start:stop], reach, q.device)  # [rows, reach]
         blocks.append(
             F.scaled_dot_product_attention(

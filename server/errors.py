@@ -51,6 +51,13 @@ class UnsupportedMedia(APIError):
     status_code, error_type = 415, "invalid_request_error"
 
 
+class ClientClosedRequest(APIError):
+    """The client hung up before the answer (nginx's 499): nobody reads this response,
+    but logs and /metrics should not call it a server error."""
+
+    status_code, error_type = 499, "client_closed_request"
+
+
 class EngineUnavailable(APIError):
     status_code, error_type = 503, "service_unavailable"
 

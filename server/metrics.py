@@ -67,5 +67,6 @@ def error_type(status: int) -> str:
     return {
         400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
         404: "not_found_error", 413: "payload_too_large", 415: "unsupported_media",
-        422: "invalid_request_error", 503: "service_unavailable", 504: "timeout_error",
+        422: "invalid_request_error", 499: "client_closed_request", 503: "service_unavailable",
+        504: "timeout_error",
     }.get(status, "server_error" if status >= 500 else "invalid_request_error")  # fmt: skip

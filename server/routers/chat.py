@@ -6,6 +6,7 @@ A client that disconnects, or a request past its timeout, aborts its engine requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -19,7 +20,15 @@ from sharp_plugin.core import parse_settings
 from sharp_plugin.core.settings import SharpSettingsError
 
 from ..deps import Authorized, EngineDep, MetricsDep, SettingsDep, StoreDep
-from ..errors import APIError, InvalidRequest, NotFound, RequestTimeout, error_body, error_responses
+from ..errors import (
+    APIError,
+    ClientClosedRequest,
+    InvalidRequest,
+    NotFound,
+    RequestTimeout,
+    error_body,
+    error_responses,
+)
 from ..media import resolve
 from ..schemas import ChatCompletionRequest, SharpReport, SharpVideoReport
 
@@ -192,16 +201,16 @@ async def _complete(run: _Run, body: ChatCompletionRequest, request: Request, ti
             if task.done():
                 break
             if await request.is_disconnected():
-                task.cancel()
-                break
+                raise ClientClosedRequest("The client disconnected", code="client_disconnected")
             if time.monotonic() > deadline:
-                task.cancel()
                 raise _timed_out(timeout)
     finally:
         if not task.done():
+            # Wait for the cancellation to land: the generator's cleanup aborts the
+            # engine request, and the task's outcome must not be read half-way.
             task.cancel()
-    if task.cancelled():
-        raise RequestTimeout("The client disconnected", code="client_disconnected")
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     task.result()  # re-raise an engine error
     choices = [
         {

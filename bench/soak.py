@@ -5,7 +5,8 @@ Usage: python bench/soak.py [--requests 1000] [--concurrency 8] [--small]
 It starts `sharp-serve` (default config: the proxy model on CPU) on a free loopback port
 with its own upload directory and TMPDIR, drives it with httpx, then reports:
 - responses by status and by kind of request, p50/p95 latency per kind;
-- RSS of the server process and of vLLM's engine-core process over time, and its growth
+- RSS of the server process and of vLLM's processes under it (engine core and workers)
+  over time, and its growth
   from the end of warm-up (the first 20% of requests) to the end;
 - files left behind (upload store, partial uploads, temporary media);
 - engine requests still unfinished once the load stops.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -192,6 +194,9 @@ class Soak:
 
 
 class RssSampler(threading.Thread):
+    """RSS of the server process (API + AsyncLLM frontend) and of vLLM's processes
+    under it (engine core and its workers, summed), every `period_s`."""
+
     def __init__(self, server: psutil.Process, period_s: float = 1.0):
         super().__init__(daemon=True)
         self.server, self.period_s = server, period_s
@@ -201,27 +206,19 @@ class RssSampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.period_s):
             try:
-                engine = engine_core(self.server)
+                engine = 0
+                for child in self.server.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        engine += child.memory_info().rss
                 self.samples.append(
                     {
                         "t": time.monotonic(),
                         "server_mb": self.server.memory_info().rss / 2**20,
-                        "engine_mb": engine.memory_info().rss / 2**20 if engine else None,
+                        "engine_mb": engine / 2**20 or None,
                     }
                 )
             except psutil.Error:
                 continue
-
-
-def engine_core(server: psutil.Process) -> psutil.Process | None:
-    for child in server.children(recursive=True):
-        try:
-            if "EngineCore" in " ".join(child.cmdline()) or "EngineCore" in child.name():
-                return child
-        except psutil.Error:
-            continue
-    children = server.children(recursive=True)
-    return max(children, key=lambda p: p.memory_info().rss) if children else None
 
 
 def metric(base_url: str, name: str) -> float:
@@ -434,7 +431,7 @@ def plot(samples, started, report, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     t = [s["t"] - started for s in samples]
     ax.plot(t, [s["server_mb"] for s in samples], label="server (API + AsyncLLM frontend)")
-    ax.plot(t, [s["engine_mb"] or np.nan for s in samples], label="vLLM engine core")
+    ax.plot(t, [s["engine_mb"] or np.nan for s in samples], label="vLLM engine core + workers")
     ax.set_xlabel("seconds into the soak")
     ax.set_ylabel("RSS (MB)")
     ax.set_title(f"{report['requests']} mixed requests at concurrency {report['concurrency']}")

@@ -144,3 +144,20 @@ def test_pruning_rate_keeps_the_count_of_the_matching_retention():
         assert [kept_count(by_rate, n) for n in range(1, 400)] == [
             kept_count(by_retention, n) for n in range(1, 400)
         ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), num_tokens=st.integers(1, 300))
+def test_oracle_selection_matches_its_definition(data, num_tokens):
+    """The vectorised oracle against the plain definition: the first k distinct named
+    tokens, then the rest of the budget spread uniformly over the others."""
+    from sharp_plugin.core.selection import oracle_indices, uniform_indices
+
+    k = data.draw(st.integers(1, num_tokens))
+    priority = tuple(data.draw(st.lists(st.integers(0, num_tokens - 1), max_size=2 * num_tokens)))
+    first = list(dict.fromkeys(priority))[:k]
+    others = [i for i in range(num_tokens) if i not in first]
+    fill = (
+        [others[i] for i in uniform_indices(len(others), k - len(first)).tolist()] if k > len(first) else []
+    )
+    assert oracle_indices(num_tokens, k, priority).tolist() == sorted(first + fill)

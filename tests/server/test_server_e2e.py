@@ -79,6 +79,21 @@ def test_non_streaming_chat_reports_pruning_consistently(server, data_url):
     assert response.model_extra["sharp"]["scoring_ms"] > 0
 
 
+def test_an_encoder_cache_hit_is_reported_as_cached_and_not_counted_again(server, tmp_path):
+    pixels, _ = noise_video(77, frames=32, size=224)
+    clip = write_mp4(tmp_path / "cached.mp4", pixels, fps=8)
+    url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    client = server.client()
+    settings = {"sharp": {"retention": 0.25}}
+    first = chat(client, video_message(url_part(url)), extra_body=settings).model_extra["sharp"]
+    scored = server.metric("sharp_scoring_seconds_count")
+    again = chat(client, video_message(url_part(url)), extra_body=settings).model_extra["sharp"]
+    assert first["videos"][0]["cached"] is False and first["scoring_ms"] > 0
+    assert again["videos"][0]["cached"] is True and again["scoring_ms"] == 0.0
+    assert again["video_tokens_kept"] == first["video_tokens_kept"] == KEPT_AT_QUARTER
+    assert server.metric("sharp_scoring_seconds_count") == scored, "a cache hit ran no scoring pass"
+
+
 def test_vllm_spelling_and_pruning_rate(server, data_url):
     client = server.client()
     a = chat(

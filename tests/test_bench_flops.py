@@ -1,0 +1,46 @@
+"""bench/flops.py: the cost model agrees with FlopCounterMode on every family, and its
+7B figures behave as the method says they must."""
+
+import json
+import subprocess
+import sys
+
+from .conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import flops  # noqa: E402
+
+
+def test_the_cost_model_matches_flop_counter_mode_within_one_percent(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench/flops.py"), "--out", str(tmp_path / "flops.json")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "flops.json").read_text())
+    families = {row["model"] for row in report["validation"]}
+    assert families == {"Qwen2.5-VL (reduced)", "Qwen3-VL (reduced)", "LLaVA-OneVision (reduced)"}
+    for row in report["validation"]:
+        assert abs(row["error"]) < 0.01, row
+    assert {p["model"] for p in report["operating_points"]} == set(flops.MODELS)
+
+
+def test_seven_b_figures_follow_the_method():
+    model = flops.load_models()["Qwen2.5-VL-7B"]
+    video = flops.VideoShape(32, 448, 448)
+    assert model.vision.tokens(video) == 4096
+    k1, k2 = model.stages(video, 0.1, 1), model.stages(video, 0.1, 2)
+    # A deeper scoring layer costs more; less retention saves more; the prior on a miss
+    # is one more scoring pass plus one temporal group through the tower.
+    assert k1["lm_speedup"] > k2["lm_speedup"] > model.stages(video, 0.25, 2)["lm_speedup"]
+    miss = model.stages(video, 0.1, 2, prior="black")
+    one_group = model.vision.flops(flops.VideoShape(2, 448, 448))
+    assert miss["prior"] == k2["scoring"] + one_group
+    # The tower is linear in temporal groups (its attention stays inside a group): 16
+    # groups cost exactly 16 times one, which is why one black group, tiled, is exact.
+    assert one_group * 16 == k2["vision"]
+    # The brief's ceilings at N = 4096, K = 2, r = 0.1: ~83% LM cut, ~6x LM, ~2.6x whole.
+    assert 0.82 < k2["lm_cut"] < 0.85 and 5.5 < k2["lm_speedup"] < 6.2 and 2.5 < k2["whole_speedup"] < 2.7
+    # Nothing after the tower beats (vision + LM) / vision.
+    ceiling = k2["unpruned_whole"] / k2["vision"]
+    assert model.stages(video, 1e-4, 1)["whole_speedup"] < ceiling < 4  # 3.8 (the brief: ~3.7)

@@ -297,7 +297,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise TimeoutError("server not healthy after 300 s")
             time.sleep(1)
-        sampler = RssSampler(psutil.Process(process.pid))
+        sampler = RssSampler(psutil.Process(process.pid), period_s=0.2 if args.small else 1.0)
         sampler.start()
         soak = Soak(base_url, clips, random.Random(0))
         started = time.monotonic()

@@ -1,0 +1,44 @@
+"""CI mode of bench/prefill.py: the machinery end to end on the real engine (the bench
+model at real depth, the stock and our architectures, the stage hooks). Its timings are
+not asserted: a speed claim is a ratio from a full run (bench/README.md)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sharp_plugin.core import kept_count
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.engine
+
+
+def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench/prefill.py"), "--small", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "prefill-small.json").read_text())
+    ratio = report["vision_lm_flops_ratio"]
+    assert abs(ratio["bench"] / ratio["qwen25vl_7b"] - 1) < 0.10, ratio
+    rows = {row["arm"]: row for row in report["rows"]}
+    expected = {"stock", "none", "sharp K=1", "sharp K=2", "fastv", "uniform", "sharp K=2, debias off"}
+    assert expected <= set(rows)
+    n = 4096
+    assert all(row["video_tokens"] == n for row in rows.values())
+    stock = rows["stock"]
+    assert rows["none"]["prompt_tokens"] == stock["prompt_tokens"] > n
+    for arm in ("sharp K=1", "sharp K=2", "fastv", "uniform"):
+        row = rows[arm]
+        assert row["kept"] == kept_count(0.1, n) and row["prompt_tokens"] == stock["prompt_tokens"] - (
+            n - row["kept"]
+        )
+        assert 0 < row["vision_ms"] < row["ttft_ms"] and row["lm_prefill_ms"] > 0
+        assert row["ceiling_lm"] > 0 and 1 < row["ceiling_whole"] < 4
+    # Scoring methods ran a scoring pass; ShaRP's black prior ran too (a new question each time).
+    assert rows["sharp K=2"]["scoring_ms"] > 0 and rows["sharp K=2"]["prior_ms"] > 0
+    assert rows["sharp K=2, debias off"]["prior_ms"] == 0 and rows["uniform"]["scoring_ms"] == 0
+    assert (tmp_path / "prefill-small.png").stat().st_size > 10_000

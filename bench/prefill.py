@@ -104,22 +104,44 @@ def _install_worker_timers(worker) -> None:
         model._black_prior = timed("prior", model._black_prior)
 
 
-def _old_attention_blocks(worker) -> None:
-    """The scoring pass as it was before this change: attention rows in blocks sized by
-    a 256 MiB budget (about 2,000 rows here) instead of 16 MiB."""
+def _sdpa_attention_before(q, k, v, scale, end):
+    """The scoring pass's attention before this change (commit f6c75e3): SDPA with an
+    explicit mask, rows in blocks under a 256 MiB budget (about 2,000 rows here)."""
+    import torch
+    import torch.nn.functional as F
+
+    from sharp_plugin.core.masks import attention_mask
+
+    end = end.cpu()
+    seq_len = q.shape[1]
+    step = max(1, (256 << 20) // (2 * 4 * q.shape[0] * seq_len))
+    blocks = []
+    for start in range(0, seq_len, step):
+        stop = min(start + step, seq_len)
+        reach = int(end[start:stop].max()) + 1
+        mask = attention_mask(end[start:stop], reach, q.device)
+        blocks.append(
+            F.scaled_dot_product_attention(
+                q[:, start:stop], k[:, :reach], v[:, :reach], attn_mask=mask, scale=scale, enable_gqa=True
+            )
+        )
+    return torch.cat(blocks, dim=1)
+
+
+def _attention_before(worker) -> None:
     import sharp_plugin.vllm.scoring_pass as scoring_pass
 
-    scoring_pass._saved_budget = scoring_pass._SCRATCH_BYTES
-    scoring_pass._SCRATCH_BYTES = 256 << 20
+    scoring_pass._saved_attention = scoring_pass._attention
+    scoring_pass._attention = _sdpa_attention_before
 
 
-def _new_attention_blocks(worker) -> None:
+def _attention_after(worker) -> None:
     import sharp_plugin.vllm.scoring_pass as scoring_pass
 
-    scoring_pass._SCRATCH_BYTES = scoring_pass._saved_budget
+    scoring_pass._attention = scoring_pass._saved_attention
 
 
-BEFORE = {"attention blocks of 256 MiB (before)": (_old_attention_blocks, _new_attention_blocks)}
+BEFORE = {"SDPA attention (before)": (_attention_before, _attention_after)}
 
 
 def _pop_worker_times(worker) -> dict:

@@ -77,8 +77,9 @@ def engine_error(exc: BaseException) -> Exception:
         error.status_code = int(exc.http_status)
         error.error_type = "service_unavailable" if error.status_code == 503 else "invalid_request_error"
         return error
-    if isinstance(exc, (VLLMClientError, ValueError, TypeError, OverflowError)):
-        # ValueError / TypeError: vLLM's own input checks that predate the split.
+    if isinstance(exc, (VLLMClientError, ValueError, OverflowError)):
+        # ValueError: vLLM's own input checks that predate the split (and the HF
+        # processors'); OverflowError: a number too large for a C type.
         return InvalidRequest(str(exc)[:1000], param=getattr(exc, "parameter", None), code="invalid_request")
     logger.error("engine request failed: %s: %s", type(exc).__name__, exc)
     return APIError(f"Generation failed: {type(exc).__name__}", code="engine_error")
@@ -111,7 +112,6 @@ class VLLMEngine:
         self.tokenizer = self._llm.get_tokenizer()
         hf_config = self._llm.model_config.hf_config
         self.num_decoder_layers = int(hf_config.get_text_config().num_hidden_layers)
-        self.max_model_len = int(self._llm.model_config.max_model_len)
         self.first_stage_layers = _first_stage_layers(self.num_decoder_layers, engine.pipeline_parallel_size)
         self._seen_selections: BoundedStore[bool] = BoundedStore(1 << 16)
 

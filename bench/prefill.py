@@ -198,6 +198,8 @@ class Requests:
         if sharp is not None:
             report_id = uuid.uuid4().hex
             request["mm_processor_kwargs"] = {"sharp": {**sharp, "report_id": report_id}}
+        # Prompt tokens besides the video's: the question's length varies per request.
+        self.text_tokens = len(self.tokenizer.encode(prompt, add_special_tokens=False)) - 1
         return request, report_id
 
 
@@ -232,6 +234,7 @@ def run_once(llm, requests: Requests, processor: ProcessorTimer, sharp: dict | N
         "vision_ms": sum(times["vision"]),
         "prior_ms": sum(times["prior"]),
         "prompt_tokens": len(output.prompt_token_ids),
+        "text_tokens": requests.text_tokens,
         "scoring_ms": 0.0,
     }
     if report_id is not None:

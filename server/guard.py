@@ -21,7 +21,7 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_body
+from .errors import APIError, AuthenticationError, PayloadTooLarge, error_body
 from .metrics import ServerMetrics
 from .settings import ServerSettings
 
@@ -46,8 +46,9 @@ def body_limit(settings: ServerSettings, method: str, path: str) -> int:
     return settings.media.max_request_bytes
 
 
-def api_key_ok(headers: dict[str, str], expected: str) -> bool:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
+def api_key_ok(authorization: str, expected: str) -> bool:
+    """Whether an Authorization header carries the server's key as a Bearer token."""
+    scheme, _, token = authorization.partition(" ")
     return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), expected.encode())
 
 
@@ -67,11 +68,11 @@ class RequestGuard:
             await send(message)
 
         try:
-            refusal = self._refusal(scope)
+            limit = body_limit(self.settings, scope["method"], scope["path"])
+            refusal = self._refusal(scope, limit)
             if refusal is not None:
-                await _send_error(send_counted, *refusal)
+                await _send_error(send_counted, refusal)
             else:
-                limit = body_limit(self.settings, scope["method"], scope["path"])
                 await self.app(scope, _capped(receive, limit), send_counted)
         except Exception:
             # Unhandled: Starlette's outer error middleware answers 500. Count it here,
@@ -83,24 +84,18 @@ class RequestGuard:
             route = scope.get("route")
             self.metrics().observe_response(getattr(route, "path", "unmatched"), status[0] if status else 0)
 
-    def _refusal(self, scope: Scope) -> tuple[int, str, str, str] | None:
+    def _refusal(self, scope: Scope, limit: int) -> APIError | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         expected = self.settings.security.api_key
         if (
             expected is not None
             and scope["path"] not in OPEN_PATHS
-            and not api_key_ok(headers, expected.get_secret_value())
+            and not api_key_ok(headers.get("authorization", ""), expected.get_secret_value())
         ):
-            return 401, "Invalid or missing API key", "authentication_error", "invalid_api_key"
+            return AuthenticationError("Invalid or missing API key", code="invalid_api_key")
         declared = headers.get("content-length")
-        limit = body_limit(self.settings, scope["method"], scope["path"])
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return (
-                413,
-                f"Request body is over the limit of {limit} bytes",
-                "invalid_request_error",
-                ("request_too_large"),
-            )
+            return PayloadTooLarge(BodyTooLarge(limit).detail, code="request_too_large")
         return None
 
 
@@ -119,12 +114,12 @@ def _capped(receive: Receive, limit: int) -> Receive:
     return receive_capped
 
 
-async def _send_error(send: Send, status: int, message: str, error_type: str, code: str) -> None:
-    body = json.dumps(error_body(message, error_type, None, code)).encode()
+async def _send_error(send: Send, error: APIError) -> None:
+    body = json.dumps(error_body(error.message, error.error_type, error.param, error.code)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": error.status_code,
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         }
     )

@@ -57,9 +57,5 @@ class BoundedStore(Generic[V]):
             self._bytes -= entry[1]
             return entry[0]
 
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
     def __len__(self) -> int:
         return len(self._entries)

@@ -107,11 +107,11 @@ class SharpModelMixin:
         item = read_item(fields["sharp_item"]) if fields["sharp_item"] is not None else None
         settings = SharpSettings.model_validate(item["settings"]) if item else NO_PRUNING
         if item is not None and item.get(PROFILE_KEY):
-            self._profile_selection(visual, grid, t_scale, fields)
+            self._profile_selection(visual, grid, item_positions, fields)
         started = time.perf_counter()
         fallback = None
         try:
-            selection = self._run_selection(settings, visual, grid, t_scale, item, fields)
+            selection = self._run_selection(settings, visual, grid, t_scale, item_positions, item, fields)
             if item is not None and selection.kept.numel() != item["num_kept"]:
                 raise RuntimeError(
                     f"kept {selection.kept.numel()} tokens, placeholders expect {item['num_kept']}"
@@ -134,10 +134,11 @@ class SharpModelMixin:
             )
         return positions.encode_kept(visual, item_positions, selection.kept)
 
-    def _run_selection(self, settings, visual, grid, t_scale, item, fields) -> Selection:
+    def _run_selection(self, settings, visual, grid, t_scale, item_positions, item, fields) -> Selection:
         scoring_pass = black_prior = None
         if settings.needs_scoring_pass:
-            layout = self._layout(grid, t_scale, fields["sharp_prefix_ids"], fields["sharp_suffix_ids"], item)
+            prefix, suffix = fields["sharp_prefix_ids"], fields["sharp_suffix_ids"]
+            layout = self._layout(grid, item_positions, prefix, suffix, item["query_from"])
             scoring_pass = self._scoring_pass(settings.prune_layer, layout)
 
             def black_prior(segment_groups: int) -> torch.Tensor:
@@ -147,13 +148,12 @@ class SharpModelMixin:
 
         return select_tokens(settings, visual, scoring_pass, black_prior)
 
-    def _layout(self, grid, t_scale, prefix_ids, suffix_ids, item) -> ItemLayout:
+    def _layout(self, grid, item_positions, prefix_ids, suffix_ids, query_from: int) -> ItemLayout:
         merge = self._sharp_spatial_merge_size()
-        item_positions = positions.media_positions(grid, merge, t_scale)
         return ItemLayout(
             prefix_ids=prefix_ids,
             suffix_ids=suffix_ids,
-            query_from=item["query_from"],
+            query_from=query_from,
             positions=_sequence_positions(len(prefix_ids), item_positions, len(suffix_ids)),
             tokens_per_group=(grid[1] // merge) * (grid[2] // merge),
         )
@@ -164,7 +164,7 @@ class SharpModelMixin:
             raise ValueError(f"prune_layer {prune_layer} is not on the first pipeline stage")
         return DecoderScoringPass(decoder, prune_layer, layout, self._sharp_tp_size)
 
-    def _profile_selection(self, visual, grid, t_scale, fields) -> None:
+    def _profile_selection(self, visual, grid, item_positions, fields) -> None:
         """vLLM's memory profile embeds dummy videos of the largest size the config
         allows, and they never prune (their placeholders are the maximum). Run a full
         ShaRP selection over them anyway (scoring pass, black prior, dedup) and discard
@@ -174,7 +174,7 @@ class SharpModelMixin:
         # A query as long as a typical question; the token ids do not matter for memory.
         prefix = torch.zeros(0, dtype=torch.long)
         suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
-        layout = self._layout(grid, t_scale, prefix, suffix, {"query_from": 1})
+        layout = self._layout(grid, item_positions, prefix, suffix, query_from=1)
         scoring_pass = self._scoring_pass(settings.prune_layer, layout)
 
         def black_prior(segment_groups: int) -> torch.Tensor:

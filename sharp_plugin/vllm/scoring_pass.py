@@ -137,9 +137,9 @@ def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
     """Attention over all rows, each row seeing the columns up to its `end` (causal, or
     segment-aware). # [H, L, d] in q's dtype
 
-    Plain matmuls in float32, rows in blocks: the logits of a block ([H, rows, reach]) are
-    the only scratch that grows with L, and each block sees only the columns its rows can
-    reach. Grouped-query heads are viewed as [H_kv, G * rows] rows of their KV head, so K
+    Plain matmuls in float32, rows in blocks: a block's logits ([H, rows, reach]) stay
+    under the scratch budget whatever L is, and each block sees only the columns its rows
+    can reach. Grouped-query heads are viewed as [H_kv, G * rows] rows of their KV head, so K
     and V are never copied per head. K and V are made float32 once per layer, not per
     block: per-block copies of growing size fragmented the CPU heap (bench/
     scoring_memory.py), and SDPA with an explicit mask runs its slow path on CPU anyway.

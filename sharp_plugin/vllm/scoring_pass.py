@@ -2,7 +2,7 @@
 forward over [prefix | visual | query] for one video, scoring at layer K.
 
 It calls the layers' submodules directly. Only `Attention` needs vLLM's forward context
-(it reads the KV cache), so attention itself is plain SDPA here; norms, projections,
+(it reads the KV cache), so attention itself is plain matmuls here; norms, projections,
 rotary embedding and MLP are the model's own, so quantised or sharded weights work as
 they do in the real forward.
 
@@ -27,7 +27,7 @@ from sharp_plugin.core.scores import mean_visual_scores, query_attention_sums
 # whatever N is (and the profile run reserves it: see SharpModelMixin._profile_selection).
 # Everything that would be [rows, wide] or [H, rows, L] is computed in row blocks.
 _MLP_ROW_BLOCK = 1024  # rows per MLP call: [1024, 2 * intermediate] scratch at most
-# Per block of attention rows: two [H, rows, L] float32 temporaries (logits, then
+# Per block of attention rows: two [H, rows, L] temporaries, float32 at most (logits, then
 # probabilities). Small blocks are also fast: at L = 4k and 4 heads, blocks of about 128
 # rows ran 3.8x faster than blocks of 2,000 on CPU (the logits stay in cache); a floor
 # of 64 rows keeps the number of calls sane on wide models (28 heads at L = 16k: 64 rows
@@ -137,17 +137,21 @@ def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
     """Attention over all rows, each row seeing the columns up to its `end` (causal, or
     segment-aware). # [H, L, d] in q's dtype
 
-    Plain matmuls in float32, rows in blocks: a block's logits ([H, rows, reach]) stay
-    under the scratch budget whatever L is, and each block sees only the columns its rows
-    can reach. Grouped-query heads are viewed as [H_kv, G * rows] rows of their KV head, so K
-    and V are never copied per head. K and V are made float32 once per layer, not per
-    block: per-block copies of growing size fragmented the CPU heap (bench/
-    scoring_memory.py), and SDPA with an explicit mask runs its slow path on CPU anyway.
+    Plain matmuls in the model's dtype, as the real forward's attention kernels run them
+    (bf16 inputs, fp32 accumulation): on CPU, float32 copies made this 3x slower for a
+    0.4% -> 0.16% relative error that the ranking does not need. Rows go in blocks, so a
+    block's logits ([H, rows, reach]) stay under the scratch budget whatever L is, and
+    each block sees only the columns its rows can reach. Only the columns that some row
+    of the block cannot see are masked: in a causal or block-causal layout every row sees
+    all columns before the block's smallest `end`, so the mask is a [rows, <= rows] strip,
+    not [rows, L]. Grouped-query heads are viewed as [H_kv, G * rows] rows of their KV
+    head, so K and V are never copied per head. SDPA is not used: with any mask (and
+    even with is_causal + enable_gqa) it ran 4-10x slower than this on CPU in torch 2.13.
     """
     num_heads, seq_len, head_dim = q.shape
     num_kv_heads = k.shape[0]
     group = num_heads // num_kv_heads
-    keys, values = k.float(), v.float()  # [H_kv, L, d]
+    keys_t = k.transpose(1, 2).contiguous()  # [H_kv, d, L]: one copy per layer, not per block
     q_grouped = q.view(num_kv_heads, group, seq_len, head_dim)
     out = q.new_empty(num_kv_heads, group, seq_len, head_dim)
     end = end.cpu()  # host copy: the block bounds below need no device sync
@@ -155,11 +159,14 @@ def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
     for start in range(0, seq_len, step):
         stop = min(start + step, seq_len)
         rows = stop - start
-        reach = int(end[start:stop].max()) + 1  # no row of the block sees past this
-        block = q_grouped[:, :, start:stop].float().reshape(num_kv_heads, group * rows, head_dim)
-        logits = torch.bmm(block, keys[:, :reach].transpose(1, 2)).mul_(scale)  # [H_kv, G*rows, reach]
-        hidden = ~attention_mask(end[start:stop], reach, q.device)  # [rows, reach]
-        logits = logits.view(num_kv_heads, group, rows, reach).masked_fill_(hidden, float("-inf"))
-        probs = logits.softmax(dim=-1).view(num_kv_heads, group * rows, reach)
-        out[:, :, start:stop] = torch.bmm(probs, values[:, :reach]).view(num_kv_heads, group, rows, head_dim)
+        block_end = end[start:stop]
+        reach = int(block_end.max()) + 1  # no row of the block sees past this
+        seen = int(block_end.min()) + 1  # every row of the block sees the columns before this
+        block = q_grouped[:, :, start:stop].reshape(num_kv_heads, group * rows, head_dim) * scale
+        logits = torch.bmm(block, keys_t[:, :, :reach])  # [H_kv, G*rows, reach]
+        if reach > seen:
+            hidden = ~attention_mask(block_end - seen, reach - seen, q.device)  # [rows, reach - seen]
+            logits.view(num_kv_heads, group, rows, reach)[..., seen:].masked_fill_(hidden, float("-inf"))
+        probs = logits.softmax(dim=-1)
+        out[:, :, start:stop] = torch.bmm(probs, v[:, :reach]).view(num_kv_heads, group, rows, head_dim)
     return out.view(num_heads, seq_len, head_dim)

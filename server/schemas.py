@@ -115,6 +115,9 @@ class SharpVideoReport(BaseModel):
     cached: bool = False
     # None, or why the selection fell back to uniform (a failure inside the worker).
     fallback: str | None = None
+    # The black-frame prior: None (not used), "computed" (this request paid a second
+    # scoring pass) or "cached" (shared with earlier requests: see `prior_query`).
+    prior: Literal["computed", "cached"] | None = None
 
 
 class SharpReport(BaseModel):

@@ -19,6 +19,7 @@ def test_ablations_switch_off_exactly_one_fix():
     for name, field in [
         ("sharp-no-masking", "segment_frames"),
         ("sharp-no-debias", "debias"),
+        ("sharp-question-prior", "prior_query"),
         ("sharp-no-dedup", "dedup_threshold"),
     ]:
         ablated = parse_settings(PRESETS[name])

@@ -157,6 +157,7 @@ class _Run:
                 video_tokens=e["video_tokens"], video_tokens_kept=e["video_tokens_kept"],
                 scoring_ms=0.0 if e.get("cached") else e["scoring_ms"], frames=len(decoded.indices),
                 cached=bool(e.get("cached")), fallback=e.get("fallback"),
+                prior=None if e.get("cached") else e.get("prior"),
             )
             for e, decoded in zip(entries, self.media.videos, strict=False)
         ]  # fmt: skip

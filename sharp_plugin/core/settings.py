@@ -29,6 +29,7 @@ MAX_ORACLE_TOKENS = 1 << 16  # an evaluation's named tokens, not a whole video
 
 TokenIndex = Annotated[int, Strict(), Field(ge=0, lt=MAX_VIDEO_TOKENS)]
 Debias = Literal["off", "black", "mean"]
+PriorQuery = Literal["generic", "question"]
 Calibration = Literal["subtract", "divide"]
 
 # Methods that need the scoring pass (the model's own first K decoder layers).
@@ -60,6 +61,12 @@ class SharpSettings(BaseModel):
     # Width of a segment in temporal groups (Qwen: 2 frames per group); 0 turns masking off.
     segment_frames: int = Field(4, ge=0, le=MAX_SEGMENT_GROUPS)
     debias: Debias = "black"
+    # Which query scores the black-frame prior. `generic`: a fixed neutral question in the
+    # model's chat template, so the prior depends only on the video's layout and is
+    # computed once per grid size, not once per question (bench/results/quality.md shows
+    # accuracy is kept). `question`: the request's own prompt text, as in the method's
+    # definition; every new question then pays a second scoring pass.
+    prior_query: PriorQuery = "generic"
     calibration: Calibration = "subtract"
     lam: float = Field(1.0, ge=0.0, le=MAX_LAM, allow_inf_nan=False)
     # Cosine similarity at or above which a token counts as a duplicate; 1.0 turns dedup off.

@@ -110,8 +110,11 @@ class SharpModelMixin:
             self._profile_selection(visual, grid, item_positions, fields)
         started = time.perf_counter()
         fallback = None
+        prior_status: list[str] = []  # "computed" or "cached", if a black prior was used
         try:
-            selection = self._run_selection(settings, visual, grid, t_scale, item_positions, item, fields)
+            selection = self._run_selection(
+                settings, visual, grid, t_scale, item_positions, item, fields, prior_status
+            )
             if item is not None and selection.kept.numel() != item["num_kept"]:
                 raise RuntimeError(
                     f"kept {selection.kept.numel()} tokens, placeholders expect {item['num_kept']}"
@@ -130,11 +133,20 @@ class SharpModelMixin:
         if item is not None and item.get("mm_hash"):
             WORKER_REPORTS.put(
                 item["mm_hash"],
-                _report(settings, selection.num_tokens, selection.kept, scoring_ms, grid, fallback),
+                _report(
+                    settings,
+                    selection,
+                    scoring_ms,
+                    grid,
+                    fallback,
+                    prior_status[-1] if prior_status else None,
+                ),
             )
         return positions.encode_kept(visual, item_positions, selection.kept)
 
-    def _run_selection(self, settings, visual, grid, t_scale, item_positions, item, fields) -> Selection:
+    def _run_selection(
+        self, settings, visual, grid, t_scale, item_positions, item, fields, prior_status: list[str]
+    ) -> Selection:
         scoring_pass = black_prior = None
         if settings.needs_scoring_pass:
             prefix, suffix = fields["sharp_prefix_ids"], fields["sharp_suffix_ids"]
@@ -142,9 +154,11 @@ class SharpModelMixin:
             scoring_pass = self._scoring_pass(settings.prune_layer, layout)
 
             def black_prior(segment_groups: int) -> torch.Tensor:
-                return self._black_prior(
-                    grid, t_scale, settings, layout, scoring_pass, fields, segment_groups
+                prior, cached = self._black_prior(
+                    grid, t_scale, item_positions, settings, layout, item.get("prior"), fields, segment_groups
                 )
+                prior_status.append("cached" if cached else "computed")
+                return prior
 
         return select_tokens(settings, visual, scoring_pass, black_prior)
 
@@ -183,9 +197,21 @@ class SharpModelMixin:
 
         select_tokens(settings, visual, scoring_pass, black_prior)
 
-    def _black_prior(self, grid, t_scale, settings, layout, scoring_pass, fields, segment_groups):
-        """Scores of an all-black video with the same layout and query. It depends
-        only on the layout and the query, so it is cached by them."""
+    def _black_prior(
+        self, grid, t_scale, item_positions, settings, layout, generic_query, fields, segment_groups
+    ) -> tuple[torch.Tensor, bool]:
+        """Scores of an all-black video with the same layout, scored by the request's own
+        prompt text or, with `prior_query: generic`, by the processor's fixed generic chat
+        (`generic_query`: its prefix, suffix and query_from). Either way the prior depends
+        only on what its cache key holds. Returns (prior, whether it came from the cache)."""
+        if generic_query is not None:
+            layout = self._layout(
+                grid,
+                item_positions,
+                torch.tensor(generic_query["prefix"], dtype=torch.long),
+                torch.tensor(generic_query["suffix"], dtype=torch.long),
+                generic_query["query_from"],
+            )
         key = (
             tuple(grid),
             t_scale,
@@ -196,11 +222,12 @@ class SharpModelMixin:
             tuple(layout.suffix_ids.tolist()),
         )
         prior = self._sharp_prior_cache.get(key)
-        if prior is None:
-            black = self._black_embedding(grid, fields["sharp_black_pixels"])
-            prior = scoring_pass(black, segment_groups).scores
-            self._sharp_prior_cache.put(key, prior)
-        return prior
+        if prior is not None:
+            return prior, True
+        black = self._black_embedding(grid, fields["sharp_black_pixels"])
+        prior = self._scoring_pass(settings.prune_layer, layout)(black, segment_groups).scores
+        self._sharp_prior_cache.put(key, prior)
+        return prior, False
 
     def _black_embedding(self, grid, black_row: torch.Tensor) -> torch.Tensor:
         """The vision tower's embedding of an all-black video of this grid. # [N, D]
@@ -265,7 +292,8 @@ def _sequence_positions(num_prefix: int, item_positions: torch.Tensor, num_suffi
     return torch.cat([prefix, video, suffix], dim=1)
 
 
-def _report(settings, num_tokens, kept, scoring_ms, grid, fallback) -> dict[str, Any]:
+def _report(settings, selection: Selection, scoring_ms, grid, fallback, prior) -> dict[str, Any]:
+    num_tokens, kept = selection.num_tokens, selection.kept
     return {
         "method": settings.method,
         "retention": settings.retention,
@@ -279,4 +307,5 @@ def _report(settings, num_tokens, kept, scoring_ms, grid, fallback) -> dict[str,
         # encoder-cache hit (which runs none) by whether it has seen this id before.
         "selection_id": uuid.uuid4().hex,
         "fallback": fallback,  # None, or why the selection fell back to uniform
+        "prior": prior,  # None (no black prior), "computed", or "cached"
     }

@@ -48,6 +48,10 @@ _ITEMS, _HASHES, _SETTINGS = "_items", "_hashes", "_settings"
 PROFILE_KEY = "_profile"
 _PROFILE_TOKEN = secrets.token_hex(16)
 
+# The question the `prior_query: generic` prior is scored with: neutral, and short like a
+# typical question, so that the query rows sit where a real question's do.
+GENERIC_QUESTION = "What happens in this video?"
+
 ITEM_FIELDS = ("sharp_item", "sharp_prefix_ids", "sharp_suffix_ids", "sharp_black_pixels")
 
 
@@ -221,6 +225,7 @@ class SharpProcessorMixin:
         items = sharp[_ITEMS]
         merge = self.info.get_hf_config().vision_config.spatial_merge_size
         rows, prefixes, suffixes = [], [], []
+        generic_prior = settings.effective().debias == "black" and settings.prior_query == "generic"
         for index, thw in enumerate(grid.tolist()):
             num_tokens = thw[0] * thw[1] * thw[2] // (merge * merge)
             if num_tokens > MAX_VIDEO_TOKENS:
@@ -243,6 +248,7 @@ class SharpProcessorMixin:
                     "num_tokens": num_tokens,
                     "num_kept": kept_count(settings.retention, num_tokens) if settings.prunes else num_tokens,
                     "query_from": item["query_from"] if scoring else 0,
+                    "prior": self._generic_prior_query if scoring and generic_prior else None,
                     PROFILE_KEY: bool(sharp.get(PROFILE_KEY)),
                 }
             )
@@ -285,6 +291,33 @@ class SharpProcessorMixin:
         frames = np.zeros((video_processor.temporal_patch_size, size, size, 3), dtype=np.uint8)
         out = video_processor(videos=[frames], do_sample_frames=False, return_tensors="pt")
         return out["pixel_values_videos"][0].float().contiguous()
+
+    @cached_property
+    def _generic_prior_query(self) -> dict[str, Any]:
+        """Prefix, suffix and query_from of a one-video chat that asks GENERIC_QUESTION, in
+        this model's own chat template: the text the `prior_query: generic` prior is
+        scored with, the same for every request."""
+        messages = [
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": GENERIC_QUESTION}]}
+        ]
+        try:
+            text = self.info.get_hf_processor().apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        except ValueError as exc:  # no chat template
+            raise SharpSettingsError(
+                f"sharp.prior_query: 'generic' needs the model's chat template ({exc}); "
+                "send prior_query: 'question'",
+                field="prior_query",
+            ) from exc
+        items = self._split_prompt(self.info.get_tokenizer().encode(text, add_special_tokens=False))
+        if len(items) != 1 or len(items[0]["suffix"]) <= items[0]["query_from"]:
+            raise SharpSettingsError(
+                "sharp.prior_query: this model's chat template does not place a video before "
+                "the question; send prior_query: 'question'",
+                field="prior_query",
+            )
+        return items[0]
 
     # ---- the frontend half of the report -------------------------------------------
     def _frontend_record(self, settings, hashes) -> list[dict[str, Any]]:

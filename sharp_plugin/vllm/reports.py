@@ -72,6 +72,7 @@ def join_report(
                 "grid_thw": decision.get("grid_thw"),
                 "selection_id": decision.get("selection_id"),
                 "fallback": decision.get("fallback"),
+                "prior": decision.get("prior"),
             }
         )
     return joined

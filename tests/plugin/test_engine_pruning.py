@@ -148,3 +148,23 @@ def test_invalid_settings_are_refused_by_field_and_the_engine_keeps_serving(shar
         sharp_llm, request(QUESTION, {"video": noise_video(31)}, {"method": "uniform", "retention": 0.5})
     )
     assert video_pads(output, sharp_llm.get_tokenizer()) == 256
+
+
+def test_the_generic_prior_is_shared_across_questions_and_the_question_prior_is_not(sharp_llm):
+    # prune_layer 3 with 3-group segments: a prior cache key no other test uses.
+    base = {"method": "sharp", "retention": 0.25, "prune_layer": 3, "segment_frames": 3}
+    questions = ["What colour is it?", "How many objects move?", "Where does it end?"]
+
+    def priors(prior_query: str, first_video: int) -> list[str]:
+        statuses = []
+        for offset, question in enumerate(questions):  # one at a time: each sees the cache as left
+            rid = new_report_id()
+            settings = {**base, "prior_query": prior_query}
+            video = {"video": noise_video(first_video + offset)}
+            generate(sharp_llm, request(chat_prompt("<video>", question), video, settings, rid))
+            (entry,) = report(sharp_llm, rid)
+            statuses.append(entry["prior"])
+        return statuses
+
+    assert priors("generic", 60) == ["computed", "cached", "cached"]
+    assert priors("question", 70) == ["computed", "computed", "computed"]

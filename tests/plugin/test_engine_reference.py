@@ -18,6 +18,10 @@ SETTINGS = {
         "method": "sharp", "retention": 0.25, "prune_layer": 2, "segment_frames": 2,
         "debias": "black", "calibration": "subtract", "lam": 1.0, "dedup_threshold": 0.9,
     },
+    "sharp, black prior scored by the question": {
+        "method": "sharp", "retention": 0.25, "prune_layer": 2, "segment_frames": 2,
+        "debias": "black", "prior_query": "question", "lam": 2.0,
+    },
     "sharp, mean prior, divide, layer 1": {
         "method": "sharp", "retention": 0.1, "prune_layer": 1, "segment_frames": 4,
         "debias": "mean", "calibration": "divide", "dedup_threshold": 0.8,
@@ -27,6 +31,9 @@ SETTINGS = {
         "debias": "off", "dedup_threshold": 0.5,
     },
 }  # fmt: skip
+
+
+GENERIC_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +54,15 @@ def test_kept_indices_match_an_outside_reference(sharp_llm_fp32, reference, name
     assert grid == inside["grid_thw"]
     parsed = SharpSettings(**settings)
     scorer = reference.scoring_pass(prefix, suffix, grid, t_scale, parsed.prune_layer)
-    outside = select_tokens(parsed, visual, scorer, lambda groups: scorer(black_visual, groups).scores)
+    prior_scorer = scorer
+    if parsed.prior_query == "generic":
+        # The prior's query: a fixed question in the model's default chat (system turn included).
+        generic = GENERIC_SYSTEM + chat_prompt("<video>", "What happens in this video?")
+        prior_prefix, prior_suffix, *_ = reference.prepare(generic, frames, metadata["fps"])
+        prior_scorer = reference.scoring_pass(prior_prefix, prior_suffix, grid, t_scale, parsed.prune_layer)
+    outside = select_tokens(parsed, visual, scorer, lambda groups: prior_scorer(black_visual, groups).scores)
     assert inside["kept_indices"] == outside.kept.tolist()
+    assert (inside["prior"] is not None) == (parsed.effective().debias == "black")
 
 
 def test_engine_defaults_apply_and_request_values_win(sharp_llm_fp32):

@@ -90,6 +90,8 @@ def test_an_encoder_cache_hit_is_reported_as_cached_and_not_counted_again(server
     again = chat(client, video_message(url_part(url)), extra_body=settings).model_extra["sharp"]
     assert first["videos"][0]["cached"] is False and first["scoring_ms"] > 0
     assert again["videos"][0]["cached"] is True and again["scoring_ms"] == 0.0
+    # The black prior: fresh or from the per-grid cache on the first; none ran on the hit.
+    assert first["videos"][0]["prior"] in ("computed", "cached") and again["videos"][0]["prior"] is None
     assert again["video_tokens_kept"] == first["video_tokens_kept"] == KEPT_AT_QUARTER
     assert server.metric("sharp_scoring_seconds_count") == scored, "a cache hit ran no scoring pass"
 

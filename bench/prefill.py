@@ -7,9 +7,12 @@ The bench model is a Qwen2.5-VL built here with random weights: 28 decoder layer
 of 112 px), both narrowed (LM 128 wide, ViT 80 wide) so that the vision tower's share of
 the unpruned prefill FLOPs stays within 10% of Qwen2.5-VL-7B's (printed). Each request is
 a distinct 32-frame 448x448 video (N = 4096 video tokens) with a new question, so no
-cache serves it: the black prior is computed every time (prior on a miss).
+cache serves the video or the question: the default generic black prior is served from
+its per-grid cache (computed once, in the warm-up), and the `prior_query: question` arm
+computes its prior on every request.
 Arms: stock architecture unpruned; ours with `none`; sharp at K = 1 and K = 2, fastv,
-uniform at each retention; sharp with debias off at r = 0.1; interleaved on two live
+uniform at each retention; sharp with debias off and with the question prior at r = 0.1;
+each change to the scoring pass before and after it; interleaved on two live
 engines, medians over repeats. vLLM's EVS needs an engine per rate (its rate is
 per server): those run after, one engine at a time, against the same stock baseline.
 Stages come from hooks in the worker (vision tower, black prior), the per-request report
@@ -128,20 +131,56 @@ def _sdpa_attention_before(q, k, v, scale, end):
     return torch.cat(blocks, dim=1)
 
 
-def _attention_before(worker) -> None:
-    import sharp_plugin.vllm.scoring_pass as scoring_pass
-
-    scoring_pass._saved_attention = scoring_pass._attention
-    scoring_pass._attention = _sdpa_attention_before
-
-
 def _attention_after(worker) -> None:
     import sharp_plugin.vllm.scoring_pass as scoring_pass
 
     scoring_pass._attention = scoring_pass._saved_attention
 
 
-BEFORE = {"SDPA attention (before)": (_attention_before, _attention_after)}
+def _float32_attention_before(q, k, v, scale, end):
+    """The scoring pass's attention before this change (commit 5893a04): the same row
+    blocks, but in float32 and with a [rows, reach] mask per block."""
+    import torch
+
+    from sharp_plugin.core.masks import attention_mask
+    from sharp_plugin.vllm.scoring_pass import _rows_per_block
+
+    num_heads, seq_len, head_dim = q.shape
+    num_kv_heads = k.shape[0]
+    group = num_heads // num_kv_heads
+    keys, values = k.float(), v.float()
+    q_grouped = q.view(num_kv_heads, group, seq_len, head_dim)
+    out = q.new_empty(num_kv_heads, group, seq_len, head_dim)
+    end = end.cpu()
+    step = _rows_per_block(num_heads, seq_len)
+    for start in range(0, seq_len, step):
+        stop = min(start + step, seq_len)
+        rows = stop - start
+        reach = int(end[start:stop].max()) + 1
+        block = q_grouped[:, :, start:stop].float().reshape(num_kv_heads, group * rows, head_dim)
+        logits = torch.bmm(block, keys[:, :reach].transpose(1, 2)).mul_(scale)
+        hidden = ~attention_mask(end[start:stop], reach, q.device)
+        logits = logits.view(num_kv_heads, group, rows, reach).masked_fill_(hidden, float("-inf"))
+        probs = logits.softmax(dim=-1).view(num_kv_heads, group * rows, reach)
+        out[:, :, start:stop] = torch.bmm(probs, values[:, :reach]).view(num_kv_heads, group, rows, head_dim)
+    return out.view(num_heads, seq_len, head_dim)
+
+
+def _swap_attention(replacement):
+    def install(worker) -> None:
+        import sharp_plugin.vllm.scoring_pass as scoring_pass
+
+        scoring_pass._saved_attention = scoring_pass._attention
+        scoring_pass._attention = replacement
+
+    return install
+
+
+# Each change to the scoring pass: (install the code before it, restore the current code).
+BEFORE = {
+    "SDPA attention (before)": (_swap_attention(_sdpa_attention_before), _attention_after),
+    "float32 attention (before)": (_swap_attention(_float32_attention_before), _attention_after),
+}
 
 
 def _pop_worker_times(worker) -> dict:
@@ -242,6 +281,7 @@ def run_once(llm, requests: Requests, processor: ProcessorTimer, sharp: dict | N
         replies = llm.collective_rpc("sharp_reports", args=([item["mm_hash"] for item in record],))
         (report,) = join_report(record, merge_replies(replies))
         row["video_tokens"], row["kept"] = report["video_tokens"], report["video_tokens_kept"]
+        row["prior"] = report["prior"]
         # The report's scoring time includes the prior; keep the two apart.
         row["scoring_ms"] = (report["scoring_ms"] or 0.0) - row["prior_ms"]
     row["lm_prefill_ms"] = row["ttft_ms"] - row["processor_ms"] - row["vision_ms"] - row["scoring_ms"]
@@ -261,6 +301,13 @@ def arms(retentions) -> list[tuple[str, str, dict | None]]:
         ]
     if 0.1 in retentions:
         out.append(("ours", "sharp K=2, debias off", {"retention": 0.1, "prune_layer": 2, "debias": "off"}))
+        out.append(
+            (
+                "ours",
+                "sharp K=2, question prior",
+                {"retention": 0.1, "prune_layer": 2, "prior_query": "question"},
+            )
+        )
         for change in BEFORE:  # each change to the scoring pass, before and after, in this run
             out.append(("ours", f"sharp K=2, {change}", {"retention": 0.1, "prune_layer": 2}))
             out.append(("ours", f"fastv, {change}", {"method": "fastv", "retention": 0.1}))
@@ -274,7 +321,10 @@ def prune_layer(name: str, settings: dict | None) -> int | None:
 
 def median_row(rows: list[dict]) -> dict:
     keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
-    return {k: statistics.median(r[k] for r in rows) for k in keys}
+    median = {k: statistics.median(r[k] for r in rows) for k in keys}
+    # How each repeat got its black prior ("computed", "cached", None): all of them, not a median.
+    median["prior"] = sorted({str(r.get("prior")) for r in rows})
+    return median
 
 
 # ---- ceilings from the cost model -------------------------------------------------------
@@ -289,7 +339,10 @@ def ceilings(name: str, settings: dict | None, model: flops.Model) -> dict:
         lm = s["unpruned_lm"] / s["lm"]
         return {"ceiling_lm": lm, "ceiling_whole": s["unpruned_whole"] / (s["vision"] + s["lm"])}
     k_layer = settings.get("prune_layer", 2)
-    prior = "off" if method == "fastv" or settings.get("debias") == "off" else "black"
+    # The generic prior (the default) is computed once per grid and then cached: after
+    # the warm-up it costs nothing per request, like no prior at all.
+    question_prior = settings.get("prior_query") == "question"
+    prior = "black" if method == "sharp" and settings.get("debias") != "off" and question_prior else "off"
     s = model.stages(video, retention, k_layer, prior=prior)
     ours_lm = s["scoring"] + s["prior"] + s["lm"]
     return {

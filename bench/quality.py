@@ -48,7 +48,8 @@ from sharp_plugin import WORKER_EXTENSION  # noqa: E402
 DEFAULT_MODEL = ROOT / "models" / "sharp-proxy-qwen25vl"
 PRESETS = yaml.safe_load((ROOT / "configs" / "pruning-presets.yaml").read_text())
 SHARP_METHODS = [
-    "sharp", "sharp-no-masking", "sharp-no-debias", "sharp-no-dedup", "fastv", "uniform", "random", "oracle",
+    "sharp", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias", "sharp-no-dedup",
+    "fastv", "uniform", "random", "oracle",
 ]  # fmt: skip
 ALL_METHODS = ["none", *SHARP_METHODS, "evs"]
 RETENTIONS = [1.0, 0.5, 0.25, 0.1, 0.05]

@@ -25,7 +25,10 @@ def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
     ratio = report["vision_lm_flops_ratio"]
     assert abs(ratio["bench"] / ratio["qwen25vl_7b"] - 1) < 0.10, ratio
     rows = {row["arm"]: row for row in report["rows"]}
-    expected = {"stock", "none", "sharp K=1", "sharp K=2", "fastv", "uniform", "sharp K=2, debias off"}
+    expected = {
+        "stock", "none", "sharp K=1", "sharp K=2", "fastv", "uniform", "sharp K=2, debias off",
+        "sharp K=2, question prior",
+    }  # fmt: skip
     assert expected <= set(rows)
     n = 4096
     assert all(row["video_tokens"] == n for row in rows.values())
@@ -36,7 +39,9 @@ def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
         assert row["kept"] == kept_count(0.1, n) and row["prompt_tokens"] == row["text_tokens"] + row["kept"]
         assert 0 < row["vision_ms"] < row["ttft_ms"] and row["lm_prefill_ms"] > 0
         assert row["ceiling_lm"] > 1 and 1 < row["ceiling_whole"] < 4
-    # Scoring methods ran a scoring pass; ShaRP's black prior ran too (a new question each time).
-    assert rows["sharp K=2"]["scoring_ms"] > 0 and rows["sharp K=2"]["prior_ms"] > 0
-    assert rows["sharp K=2, debias off"]["prior_ms"] == 0 and rows["uniform"]["scoring_ms"] == 0
+    # Scoring methods ran a scoring pass. The generic black prior came from its cache (the
+    # warm-up computed it); the question prior was computed for this request's new question.
+    assert rows["sharp K=2"]["scoring_ms"] > 0 and rows["sharp K=2"]["prior"] == ["cached"]
+    assert rows["sharp K=2, question prior"]["prior"] == ["computed"]
+    assert rows["sharp K=2, debias off"]["prior"] == ["None"] and rows["uniform"]["scoring_ms"] == 0
     assert (tmp_path / "prefill-small.png").stat().st_size > 10_000

@@ -91,12 +91,17 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         engine = settings.engine
-        hf_overrides: dict[str, Any] = {"architectures": [engine.architecture]}
+        hf_overrides: dict[str, Any] = {
+            "architectures": [engine.architecture],
+            "sharp_vision_cache_mb": engine.vision_cache_mb,
+        }
         if settings.sharp:
             hf_overrides["sharp_defaults"] = settings.sharp
         # EngineSettings fields are AsyncEngineArgs fields of the same name, except the two
         # that are ours; unset (None) ones keep vLLM's defaults.
-        own_fields = engine.model_dump(exclude={"architecture", "extra_engine_args"}, exclude_none=True)
+        own_fields = engine.model_dump(
+            exclude={"architecture", "vision_cache_mb", "extra_engine_args"}, exclude_none=True
+        )
         args = AsyncEngineArgs(
             **own_fields,
             hf_overrides=hf_overrides,

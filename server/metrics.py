@@ -39,6 +39,13 @@ class ServerMetrics:
             "Selections that failed in the worker and fell back to uniform",
             registry=self.registry,
         )
+        self.cache_lookups = Counter(
+            "sharp_cache_lookups",
+            "Per video: vLLM's encoder cache (the whole selection), the vision-tower cache "
+            "(a known video with a new question) and the black-prior cache",
+            ["cache", "result"],
+            registry=self.registry,
+        )
         self.unfinished_requests = Gauge(
             "sharp_engine_unfinished_requests", "Requests the engine is still running", registry=self.registry
         )
@@ -57,6 +64,19 @@ class ServerMetrics:
                 self.scoring_seconds.observe(video.scoring_ms / 1e3)
             if video.fallback:
                 self.selection_fallbacks.inc()
+            self._observe_caches(video)
+
+    def _observe_caches(self, video) -> None:
+        def lookup(cache: str, hit: bool) -> None:
+            self.cache_lookups.labels(cache, "hit" if hit else "miss").inc()
+
+        lookup("encoder", video.cached)
+        if video.cached:
+            return  # nothing else was looked up: the whole selection came from vLLM's cache
+        if video.vision_cached is not None:
+            lookup("vision", video.vision_cached)
+        if video.prior is not None:
+            lookup("prior", video.prior == "cached")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

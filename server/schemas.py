@@ -118,6 +118,9 @@ class SharpVideoReport(BaseModel):
     # The black-frame prior: None (not used), "computed" (this request paid a second
     # scoring pass) or "cached" (shared with earlier requests: see `prior_query`).
     prior: Literal["computed", "cached"] | None = None
+    # True when the vision tower's output came from the worker's content cache (a known
+    # video asked about again): the tower did not run for this request.
+    vision_cached: bool | None = None
 
 
 class SharpReport(BaseModel):

@@ -158,6 +158,7 @@ class _Run:
                 scoring_ms=0.0 if e.get("cached") else e["scoring_ms"], frames=len(decoded.indices),
                 cached=bool(e.get("cached")), fallback=e.get("fallback"),
                 prior=None if e.get("cached") else e.get("prior"),
+                vision_cached=None if e.get("cached") else e.get("vision_cached"),
             )
             for e, decoded in zip(entries, self.media.videos, strict=False)
         ]  # fmt: skip

@@ -37,6 +37,9 @@ logger = init_logger(__name__)
 _PRIOR_CACHE_ENTRIES = 64
 _BLACK_EMBED_CACHE_BYTES = 64 << 20
 _PROFILE_QUERY_TOKENS = 64
+# The vision tower's output, cached by video content: 512 MiB holds about 17 videos of
+# N = 4096 tokens at Qwen2.5-VL-7B's width (3584, bf16). Reserved by the memory profile.
+_VISION_CACHE_MB = 512
 
 
 def enable_pruning_path(vllm_config) -> None:
@@ -79,6 +82,15 @@ class SharpModelMixin:
         self._sharp_black_cache: BoundedStore[torch.Tensor] = BoundedStore(
             max_bytes=_BLACK_EMBED_CACHE_BYTES, size_of=_tensor_bytes
         )
+        # The vision tower's output by video content (see _video_embeddings). Size:
+        # `sharp_vision_cache_mb` in the HF config (--hf-overrides), 0 turns it off.
+        megabytes = getattr(self.config, "sharp_vision_cache_mb", _VISION_CACHE_MB)
+        self._sharp_vision_cache_bytes = int(megabytes) << 20
+        self._sharp_vision_cache: BoundedStore[torch.Tensor] | None = (
+            BoundedStore(max_bytes=self._sharp_vision_cache_bytes, size_of=_tensor_bytes)
+            if self._sharp_vision_cache_bytes > 0
+            else None
+        )
 
     # ---- embed_multimodal -------------------------------------------------------------
     def embed_multimodal(self, **kwargs: object):
@@ -94,17 +106,49 @@ class SharpModelMixin:
                     out += (positions.encode_kept(emb, item_positions, torch.arange(emb.shape[0])),)
             elif modality == "video":
                 grids = media_input["video_grid_thw"].tolist()
-                for index, (emb, grid) in enumerate(
-                    zip(self._process_video_input(media_input), grids, strict=True)
-                ):
+                per_item = [_item_fields(fields, index) for index in range(len(grids))]
+                items = [
+                    read_item(f["sharp_item"]) if f["sharp_item"] is not None else None for f in per_item
+                ]
+                embeddings, from_cache = self._video_embeddings(media_input, items)
+                for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True)):
                     t_scale = self._sharp_video_t_scale(media_input, index)
-                    out += (self._select_video(emb, grid, t_scale, _item_fields(fields, index)),)
+                    out += (
+                        self._select_video(emb, grid, t_scale, per_item[index], items[index], from_cache),
+                    )
         return out
 
-    def _select_video(self, visual, grid, t_scale, fields) -> torch.Tensor:
+    def _video_embeddings(self, media_input, items) -> tuple[Sequence[torch.Tensor], bool]:
+        """The vision tower's output for the videos of this call, and whether it came from
+        the content cache. A follow-up question on a known video has a new mm_hash (the
+        question is part of its selection), so vLLM's encoder cache misses; the tower's
+        output depends on the pixels alone, so this cache, keyed by the content hash,
+        serves it. vLLM's pruning path embeds one video per call, so all-or-nothing per
+        call is per video in practice. Profiling's dummy videos are never cached."""
+        keys = [item.get("content_hash") if item and not item.get(PROFILE_KEY) else None for item in items]
+        if self._sharp_vision_cache is not None and all(keys):
+            cached = [self._sharp_vision_cache.get(key) for key in keys]
+            if all(emb is not None for emb in cached):
+                return cached, True
+        embeddings = self._process_video_input(media_input)
+        if self._sharp_vision_cache is not None:
+            for key, emb in zip(keys, embeddings, strict=True):
+                if key:
+                    self._sharp_vision_cache.put(key, emb)
+        if any(item and item.get(PROFILE_KEY) for item in items):
+            self._reserve_vision_cache(embeddings[0].device)
+        return embeddings, False
+
+    def _reserve_vision_cache(self, device: torch.device) -> None:
+        """During vLLM's memory profile: allocate the vision cache's whole budget once, so
+        the profiled peak (and with it the KV cache's size) leaves room for the cache."""
+        if self._sharp_vision_cache_bytes:
+            reserve = torch.empty(self._sharp_vision_cache_bytes, dtype=torch.uint8, device=device)
+            del reserve
+
+    def _select_video(self, visual, grid, t_scale, fields, item, vision_cached: bool) -> torch.Tensor:
         merge = self._sharp_spatial_merge_size()
         item_positions = positions.media_positions(grid, merge, t_scale)  # [N, 3]
-        item = read_item(fields["sharp_item"]) if fields["sharp_item"] is not None else None
         settings = SharpSettings.model_validate(item["settings"]) if item else NO_PRUNING
         if item is not None and item.get(PROFILE_KEY):
             self._profile_selection(visual, grid, item_positions, fields)
@@ -140,6 +184,7 @@ class SharpModelMixin:
                     grid,
                     fallback,
                     prior_status[-1] if prior_status else None,
+                    vision_cached,
                 ),
             )
         return positions.encode_kept(visual, item_positions, selection.kept)
@@ -292,7 +337,9 @@ def _sequence_positions(num_prefix: int, item_positions: torch.Tensor, num_suffi
     return torch.cat([prefix, video, suffix], dim=1)
 
 
-def _report(settings, selection: Selection, scoring_ms, grid, fallback, prior) -> dict[str, Any]:
+def _report(
+    settings, selection: Selection, scoring_ms, grid, fallback, prior, vision_cached
+) -> dict[str, Any]:
     num_tokens, kept = selection.num_tokens, selection.kept
     return {
         "method": settings.method,
@@ -308,4 +355,5 @@ def _report(settings, selection: Selection, scoring_ms, grid, fallback, prior) -
         "selection_id": uuid.uuid4().hex,
         "fallback": fallback,  # None, or why the selection fell back to uniform
         "prior": prior,  # None (no black prior), "computed", or "cached"
+        "vision_cached": vision_cached,  # the vision tower's output came from the content cache
     }

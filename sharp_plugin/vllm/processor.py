@@ -43,6 +43,9 @@ SHARP_KWARG = "sharp"
 REPORT_ID_KEY = "report_id"
 # Private keys this module adds to the `sharp` dict on its way through vLLM.
 _ITEMS, _HASHES, _SETTINGS = "_items", "_hashes", "_settings"
+# Per video: the hash of its pixels and processing kwargs alone, without the selection's
+# identity (the question). The worker's vision-tower cache is keyed by it.
+_CONTENT = "_content"
 # Marks vLLM's memory-profiling dummy inputs. Its value is a secret of this process, so
 # a request cannot pass itself off as a profiling run.
 PROFILE_KEY = "_profile"
@@ -136,7 +139,7 @@ class SharpProcessorMixin:
                     )
         sharp = {_SETTINGS: canonical_settings(settings).model_dump(), _ITEMS: items, PROFILE_KEY: profiling}
         inputs = replace(inputs, hf_processor_mm_kwargs={**inputs.hf_processor_mm_kwargs, SHARP_KWARG: sharp})
-        sharp[_HASHES] = self._get_mm_hashes(inputs)  # once; reused by the caching path
+        sharp[_CONTENT], sharp[_HASHES] = self._hash_items(inputs, sharp)  # once; reused by the caching path
         result = super().apply(inputs, timing_ctx)
         if report_id is not None:
             FRONTEND_RECORDS.put(report_id, self._frontend_record(settings, sharp[_HASHES]))
@@ -173,16 +176,23 @@ class SharpProcessorMixin:
             return super()._get_mm_hashes(inputs)
         if _HASHES in sharp:
             return {modality: list(h) for modality, h in sharp[_HASHES].items()}
-        # Content (+ other kwargs, + media_io_kwargs) hashes, without `sharp`: images
-        # pass through untouched, so their cache entries stay shared across settings.
+        return self._hash_items(inputs, sharp)[1]
+
+    def _hash_items(self, inputs, sharp) -> tuple[list[str], dict]:
+        """(each video's content hash, the hashes vLLM's caches key items by).
+
+        Content hashes cover the pixels, the other kwargs and media_io_kwargs, without
+        `sharp`: images pass through untouched, so their cache entries stay shared across
+        settings. A pruned video's cache key adds what its selection depends on."""
         hashes = super()._get_mm_hashes(
             replace(inputs, hf_processor_mm_kwargs=strip_sharp(inputs.hf_processor_mm_kwargs))
         )
+        content = list(hashes.get("video", []))
         settings = SharpSettings.model_validate(sharp[_SETTINGS])
         items = sharp[_ITEMS]
         algorithm = self.info.ctx.get_mm_config().mm_hasher_algorithm
         video_hashes = []
-        for index, content_hash in enumerate(hashes.get("video", [])):
+        for index, content_hash in enumerate(content):
             item = items[index] if index < len(items) else {"prefix": [], "suffix": []}
             identity = item_identity(settings, item["prefix"], item["suffix"])
             video_hashes.append(
@@ -192,7 +202,7 @@ class SharpProcessorMixin:
             )
         if video_hashes:
             hashes["video"] = video_hashes
-        return hashes
+        return content, hashes
 
     def _get_cache_missing_processor_kwargs(self, inputs, mm_is_cached):
         kwargs = dict(super()._get_cache_missing_processor_kwargs(inputs, mm_is_cached))
@@ -202,6 +212,7 @@ class SharpProcessorMixin:
         missing = [i for i, cached in enumerate(mm_is_cached.get("video", [])) if not cached]
         sharp = dict(sharp)
         sharp[_ITEMS] = [sharp[_ITEMS][i] for i in missing]
+        sharp[_CONTENT] = [sharp[_CONTENT][i] for i in missing]
         sharp[_HASHES] = {**sharp[_HASHES], "video": [sharp[_HASHES]["video"][i] for i in missing]}
         kwargs[SHARP_KWARG] = sharp
         return kwargs
@@ -222,6 +233,7 @@ class SharpProcessorMixin:
         }
         settings = SharpSettings.model_validate(sharp[_SETTINGS])
         hashes = sharp.get(_HASHES, {}).get("video", [])
+        content = sharp.get(_CONTENT, [])
         items = sharp[_ITEMS]
         merge = self.info.get_hf_config().vision_config.spatial_merge_size
         rows, prefixes, suffixes = [], [], []
@@ -245,6 +257,7 @@ class SharpProcessorMixin:
                 {
                     "settings": settings.model_dump(),
                     "mm_hash": hashes[index] if index < len(hashes) else None,
+                    "content_hash": content[index] if index < len(content) else None,
                     "num_tokens": num_tokens,
                     "num_kept": kept_count(settings.retention, num_tokens) if settings.prunes else num_tokens,
                     "query_from": item["query_from"] if scoring else 0,

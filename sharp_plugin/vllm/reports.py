@@ -73,6 +73,7 @@ def join_report(
                 "selection_id": decision.get("selection_id"),
                 "fallback": decision.get("fallback"),
                 "prior": decision.get("prior"),
+                "vision_cached": decision.get("vision_cached"),
             }
         )
     return joined

@@ -168,3 +168,44 @@ def test_the_generic_prior_is_shared_across_questions_and_the_question_prior_is_
 
     assert priors("generic", 60) == ["computed", "cached", "cached"]
     assert priors("question", 70) == ["computed", "computed", "computed"]
+
+
+def _count_vision_tower_runs(worker) -> None:
+    model = worker.model_runner.model
+    original = type(model)._process_video_input
+    model._test_tower_runs = 0
+
+    def counted(*args, **kwargs):
+        model._test_tower_runs += 1
+        return original(model, *args, **kwargs)
+
+    model._process_video_input = counted
+
+
+def _vision_tower_runs(worker) -> int:
+    return worker.model_runner.model._test_tower_runs
+
+
+def test_a_follow_up_question_on_a_known_video_skips_the_vision_tower(sharp_llm):
+    sharp_llm.collective_rpc(_count_vision_tower_runs)
+    video = {"video": noise_video(80)}
+    settings = {"method": "sharp", "retention": 0.25}
+    statuses, kept = [], []
+    for question in ("What colour is it?", "How many objects move?", "Where does it end?"):
+        rid = new_report_id()
+        generate(sharp_llm, request(chat_prompt("<video>", question), video, settings, rid))
+        (entry,) = report(sharp_llm, rid)
+        statuses.append(entry["vision_cached"])
+        kept.append(entry["kept_indices"])
+    (runs,) = sharp_llm.collective_rpc(_vision_tower_runs)
+    assert statuses == [False, True, True]
+    assert runs == 1, "the tower ran once, for the first question"
+    assert len({tuple(k) for k in kept}) > 1, "each question still got its own selection"
+    # A different video (same size) is not served from the cache.
+    rid = new_report_id()
+    generate(
+        sharp_llm,
+        request(chat_prompt("<video>", "What colour is it?"), {"video": noise_video(81)}, settings, rid),
+    )
+    assert report(sharp_llm, rid)[0]["vision_cached"] is False
+    assert sharp_llm.collective_rpc(_vision_tower_runs) == [2]

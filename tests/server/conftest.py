@@ -36,11 +36,14 @@ class RunningServer:
 
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", **kwargs)
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value: the first of `name` whose labels include `labels`."""
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
         for line in httpx.get(f"{self.base_url}/metrics", timeout=10).text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
+            sample = line.split(" ", 1)[0]
+            if sample.split("{", 1)[0] == name and all(label in sample for label in wanted):
                 return float(line.rsplit(" ", 1)[1])
-        raise KeyError(name)
+        raise KeyError((name, labels))
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,13 @@ def url_part(url: str) -> dict:
     return {"type": "video_url", "video_url": {"url": url}}
 
 
+def mp4_data_url(seed: int, directory) -> str:
+    """A distinct 4 s clip (32 frames of 224², 8 fps) as an mp4 data: URL."""
+    pixels, _ = noise_video(seed, frames=32, size=224)
+    clip = write_mp4(directory / f"clip-{seed}.mp4", pixels, fps=8)
+    return "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+
+
 def chat(client, messages, **extra):
     return client.chat.completions.create(
         model=MODEL, messages=messages, max_tokens=4, temperature=0.0, **extra
@@ -79,12 +86,27 @@ def test_non_streaming_chat_reports_pruning_consistently(server, data_url):
     assert response.model_extra["sharp"]["scoring_ms"] > 0
 
 
+def test_a_follow_up_question_reuses_the_vision_tower_output_and_is_counted(server, tmp_path):
+    url, client, settings = mp4_data_url(78, tmp_path), server.client(), {"sharp": {"retention": 0.25}}
+
+    def vision_hits() -> float:
+        try:
+            return server.metric("sharp_cache_lookups_total", cache="vision", result="hit")
+        except KeyError:
+            return 0.0
+
+    hits = vision_hits()
+    first = chat(client, video_message(url_part(url), "What colour is it?"), extra_body=settings)
+    second = chat(client, video_message(url_part(url), "Where does it move?"), extra_body=settings)
+    first, second = first.model_extra["sharp"]["videos"][0], second.model_extra["sharp"]["videos"][0]
+    assert first["vision_cached"] is False and first["cached"] is False
+    assert second["vision_cached"] is True and second["cached"] is False, "a new question: a new selection"
+    assert vision_hits() == hits + 1
+    assert server.metric("sharp_cache_lookups_total", cache="vision", result="miss") >= 1
+
+
 def test_an_encoder_cache_hit_is_reported_as_cached_and_not_counted_again(server, tmp_path):
-    pixels, _ = noise_video(77, frames=32, size=224)
-    clip = write_mp4(tmp_path / "cached.mp4", pixels, fps=8)
-    url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
-    client = server.client()
-    settings = {"sharp": {"retention": 0.25}}
+    url, client, settings = mp4_data_url(77, tmp_path), server.client(), {"sharp": {"retention": 0.25}}
     first = chat(client, video_message(url_part(url)), extra_body=settings).model_extra["sharp"]
     scored = server.metric("sharp_scoring_seconds_count")
     again = chat(client, video_message(url_part(url)), extra_body=settings).model_extra["sharp"]

@@ -11,7 +11,8 @@ cache serves the video or the question: the default generic black prior is serve
 its per-grid cache (computed once, in the warm-up), and the `prior_query: question` arm
 computes its prior on every request.
 Arms: stock architecture unpruned; ours with `none`; sharp at K = 1 and K = 2, fastv,
-uniform at each retention; sharp with debias off and with the question prior at r = 0.1;
+uniform at each retention; sharp with debias off, with the question prior, and a
+follow-up question on the previous request's video at r = 0.1;
 each change to the scoring pass before and after it; interleaved on two live
 engines, medians over repeats. vLLM's EVS needs an engine per rate (its rate is
 per server): those run after, one engine at a time, against the same stock baseline.
@@ -41,6 +42,7 @@ import flops  # noqa: E402
 
 FRAMES, SIDE = 32, 448
 RETENTIONS = (0.5, 0.25, 0.1, 0.05)
+FOLLOW_UP = "follow-up question"
 SHARP_ARCH = "SharpQwen2_5_VLForConditionalGeneration"
 STOCK_ARCH = "Qwen2_5_VLForConditionalGeneration"
 QUESTIONS = ["What colour is the {}th shape?", "Where is object {}?", "Describe moment {} of the clip."]
@@ -219,10 +221,14 @@ class Requests:
     def __init__(self, tokenizer):
         self.tokenizer, self.count = tokenizer, 0
 
-    def next(self, sharp: dict | None) -> tuple[dict, str | None]:
+    def next(self, sharp: dict | None, same_video: bool = False) -> tuple[dict, str | None]:
+        """A new question; about a new video unless `same_video` (a follow-up question
+        on the previous request's video)."""
         self.count += 1
-        rng = np.random.RandomState(self.count)
-        frames = (rng.rand(FRAMES, SIDE, SIDE, 3) * 255).astype(np.uint8)
+        if not same_video:
+            rng = np.random.RandomState(self.count)
+            self.frames = (rng.rand(FRAMES, SIDE, SIDE, 3) * 255).astype(np.uint8)
+        frames = self.frames
         metadata = {
             "total_num_frames": FRAMES, "fps": 2.0, "duration": FRAMES / 2.0, "video_backend": "opencv",
             "frames_indices": list(range(FRAMES)), "do_sample_frames": False,
@@ -248,19 +254,25 @@ def make_engine(model_dir: Path, architecture: str, **engine_args):
     from sharp_plugin import WORKER_EXTENSION
 
     extra = {"worker_extension_cls": WORKER_EXTENSION} if architecture == SHARP_ARCH else {}
+    # The processor cache stays on (vLLM's default), on both engines: with it and prefix
+    # caching both off, vLLM skips content hashing and gives every item a per-request id,
+    # so no cache can recognise a video (the follow-up arm needs that). Every other
+    # request sends a new video, so it serves none of them.
     return LLM(
         model=str(model_dir), dtype="bfloat16", max_model_len=4400, max_num_seqs=1, enforce_eager=True,
-        enable_prefix_caching=False, mm_processor_cache_gb=0, limit_mm_per_prompt={"video": 1},
+        enable_prefix_caching=False, mm_processor_cache_gb=1, limit_mm_per_prompt={"video": 1},
         hf_overrides={"architectures": [architecture]}, seed=0, **extra, **engine_args,
     )  # fmt: skip
 
 
-def run_once(llm, requests: Requests, processor: ProcessorTimer, sharp: dict | None) -> dict:
+def run_once(
+    llm, requests: Requests, processor: ProcessorTimer, sharp: dict | None, same_video: bool = False
+) -> dict:
     from vllm import SamplingParams
 
     from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report, merge_replies
 
-    request, report_id = requests.next(sharp)
+    request, report_id = requests.next(sharp, same_video)
     llm.collective_rpc(_pop_worker_times)
     processor.pop()
     started = time.perf_counter()
@@ -301,6 +313,9 @@ def arms(retentions) -> list[tuple[str, str, dict | None]]:
         ]
     if 0.1 in retentions:
         out.append(("ours", "sharp K=2, debias off", {"retention": 0.1, "prune_layer": 2, "debias": "off"}))
+        # A new question on the previous arm's video: the vision tower's output comes from
+        # the worker's content cache. Compare with "sharp K=2" at r = 0.1 (a new video).
+        out.append(("ours", f"sharp K=2, {FOLLOW_UP}", {"retention": 0.1, "prune_layer": 2}))
         out.append(
             (
                 "ours",
@@ -397,7 +412,9 @@ def main() -> None:
             if change:
                 engines[engine].collective_rpc(BEFORE[change][0])
             try:
-                samples.setdefault(key, []).append(run_once(engines[engine], requests, processor, settings))
+                follow_up = name.endswith(FOLLOW_UP)
+                row = run_once(engines[engine], requests, processor, settings, same_video=follow_up)
+                samples.setdefault(key, []).append(row)
             finally:
                 if change:
                     engines[engine].collective_rpc(BEFORE[change][1])

@@ -3,23 +3,18 @@ model at real depth, the stock and our architectures, the stage hooks). Its timi
 not asserted: a speed claim is a ratio from a full run (bench/README.md)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from sharp_plugin.core import kept_count
 
-from .conftest import REPO
+from .conftest import run_small_bench
 
 pytestmark = pytest.mark.engine
 
 
 def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
-    run = subprocess.run(
-        [sys.executable, str(REPO / "bench/prefill.py"), "--small", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    run = run_small_bench("prefill.py", tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "prefill-small.json").read_text())
     ratio = report["vision_lm_flops_ratio"]
@@ -27,7 +22,7 @@ def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
     rows = {row["arm"]: row for row in report["rows"]}
     expected = {
         "stock", "none", "sharp K=1", "sharp K=2", "fastv", "uniform", "sharp K=2, debias off",
-        "sharp K=2, question prior",
+        "sharp K=2, question prior", "sharp K=2, follow-up question",
     }  # fmt: skip
     assert expected <= set(rows)
     n = 4096
@@ -44,4 +39,8 @@ def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
     assert rows["sharp K=2"]["scoring_ms"] > 0 and rows["sharp K=2"]["prior"] == ["cached"]
     assert rows["sharp K=2, question prior"]["prior"] == ["computed"]
     assert rows["sharp K=2, debias off"]["prior"] == ["None"] and rows["uniform"]["scoring_ms"] == 0
+    # A follow-up question on a known video: no vision-tower run, a fresh selection.
+    follow_up = rows["sharp K=2, follow-up question"]
+    assert follow_up["vision_ms"] == 0 and follow_up["scoring_ms"] > 0
+    assert follow_up["kept"] == kept_count(0.1, n)
     assert (tmp_path / "prefill-small.png").stat().st_size > 10_000

@@ -21,6 +21,14 @@ os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_small_bench(script: str, out: Path, timeout: int) -> subprocess.CompletedProcess:
+    """A bench's CI mode (`--small`), writing into `out`; the caller checks the outcome."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--small", "--out", str(out)],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny-qwen25vl"

@@ -1,21 +1,16 @@
 """CI mode of bench/quality.py: the machinery end to end (real engines), not the ranking."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from .conftest import REPO
+from .conftest import run_small_bench
 
 pytestmark = pytest.mark.engine
 
 
 def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
-    run = subprocess.run(
-        [sys.executable, str(REPO / "bench/quality.py"), "--small", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    run = run_small_bench("quality.py", tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "quality-small.json").read_text())
     assert (tmp_path / "quality-small.png").stat().st_size > 10_000

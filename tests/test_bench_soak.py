@@ -2,21 +2,16 @@
 disconnects, hostile requests) with no server error, no leak and nothing left running."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from .conftest import REPO
+from .conftest import run_small_bench
 
 pytestmark = pytest.mark.engine
 
 
 def test_small_soak_has_no_server_errors_leaks_or_unfinished_requests(tmp_path):
-    run = subprocess.run(
-        [sys.executable, str(REPO / "bench/soak.py"), "--small", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    run = run_small_bench("soak.py", tmp_path, timeout=900)
     report = json.loads((tmp_path / "soak.json").read_text())
     assert report["requests"] == 80
     assert report["server_errors"] == 0 and report["server_counted_5xx"] == 0, report["by_status"]

@@ -18,7 +18,6 @@ import torch
 from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.logger import init_logger
 from vllm.model_executor.models.utils import PPMissingLayer
-from vllm.multimodal.video_prune.evs import recompute_mrope_positions as evs_recompute_positions
 
 from sharp_plugin.core import NO_PRUNING, Selection, SharpSettings, select_tokens
 from sharp_plugin.core.selection import uniform_indices
@@ -291,20 +290,16 @@ class SharpModelMixin:
     def recompute_mrope_positions(
         self, input_ids, multimodal_embeddings, mrope_positions, num_computed_tokens
     ):
-        device = multimodal_embeddings[0].device if len(multimodal_embeddings) else mrope_positions.device
-        if isinstance(input_ids, torch.Tensor):
-            ids = input_ids.to(device=device, dtype=torch.long)
-        else:
-            ids = torch.tensor(input_ids, dtype=torch.long, device=device)
+        # Kept on the position table's device (the host): finding placeholder runs on a
+        # GPU would sync it for nothing.
+        ids = torch.as_tensor(input_ids, dtype=torch.long, device=mrope_positions.device)
         decoded = [positions.decode(mm) for mm in multimodal_embeddings]
-        new_positions, delta = evs_recompute_positions(
+        new_positions, delta = positions.place_kept_positions(
             ids,
             [pos for _, pos in decoded],
             mrope_positions,
             num_computed_tokens,
-            self.config.vision_start_token_id,
-            self.config.image_token_id,
-            self.config.video_token_id,
+            (self.config.image_token_id, self.config.video_token_id),
         )
         return [emb for emb, _ in decoded], new_positions, delta
 

@@ -94,3 +94,46 @@ def prompt_positions_with_pruned_media(
         parts.append(np.broadcast_to(np.arange(text_len), (3, text_len)) + next_position)
     table = np.concatenate(parts, axis=1).reshape(3, -1)
     return torch.from_numpy(table.copy()), int(table.max()) + 1 - num_tokens
+
+
+def place_kept_positions(
+    input_ids: torch.Tensor,  # [L] long: the whole prompt
+    item_positions: Sequence[torch.Tensor],  # per media item of this chunk: [4, k_i] (decode)
+    mrope_positions: torch.Tensor,  # [3, L] long: the prompt's table
+    num_computed_tokens: int,
+    media_token_ids: Sequence[int],
+) -> tuple[torch.Tensor, int]:
+    """Write the kept tokens' positions into their placeholder rows for one prefill
+    chunk. # ([3, L] long, decode delta)
+
+    This replaces vLLM's `evs.recompute_mrope_positions`, which finds "the current item"
+    from vision-start tokens and crashes (IndexError) when a chunk starts right after a
+    vision-start token, as the scheduler does when it cuts a chunk before a video it has
+    no encoder budget for; with text between two videos it would also place the second
+    video's tokens after the first. Here the item is found from the placeholder runs
+    themselves: the i-th item of the chunk fills the i-th run that has rows at or after
+    `num_computed_tokens` (vLLM passes the chunk's items in order; the first one may
+    have started in an earlier chunk). Text needs no rewriting: the initial table
+    (prompt_positions_with_pruned_media) already continues after each item at its whole
+    grid's max + 1, whichever tokens are kept.
+    """
+    positions = mrope_positions.clone()
+    if len(item_positions):
+        media = torch.isin(input_ids, torch.tensor(list(media_token_ids), device=input_ids.device))
+        flags = media.to(torch.int8)
+        edges = torch.diff(flags, prepend=flags.new_zeros(1), append=flags.new_zeros(1))
+        starts = (edges == 1).nonzero().flatten().tolist()
+        ends = (edges == -1).nonzero().flatten().tolist()  # exclusive
+        runs = [(s, e) for s, e in zip(starts, ends, strict=True) if e > num_computed_tokens]
+        if len(runs) < len(item_positions):
+            raise ValueError(
+                f"{len(item_positions)} media items in this chunk, {len(runs)} placeholder runs left"
+            )
+        for index, (item, (start, end)) in enumerate(zip(item_positions, runs, strict=False)):
+            first = start + (max(0, num_computed_tokens - start) if index == 0 else 0)
+            last = first + item.shape[1]
+            if last > end:
+                raise ValueError(f"media item of {item.shape[1]} tokens overruns its placeholder run")
+            base = int(positions[0, start - 1]) + 1 if start > 0 else 0  # right after vision-start
+            positions[:, first:last] = item[:3].to(positions.device) + base
+    return positions, int(positions.max()) + 1 - int(input_ids.numel())

@@ -37,3 +37,23 @@ def test_pruned_chunked_equals_unchunked(sharp_llm, sharp_llm_chunked, settings)
     )
     assert chunked.prompt_token_ids == whole.prompt_token_ids
     assert chunked.outputs[0].token_ids == whole.outputs[0].token_ids
+
+
+def test_a_chunk_that_starts_right_after_a_vision_start_token(sharp_llm, sharp_llm_chunked):
+    """The scheduler cuts a chunk just before a video's placeholders (e.g. when the step
+    has no encoder budget left for it). vLLM's own EVS position update raised
+    IndexError there and took the engine down (bench/load.py found it at concurrency 4)."""
+    tokenizer = sharp_llm_chunked.get_tokenizer()
+    vision_start = tokenizer.convert_tokens_to_ids("<|vision_start|>")
+    padding = next(
+        n
+        for n in range(200)
+        if tokenizer.encode(chat_prompt("a " * n, "<video>", "What is shown?")).index(vision_start)
+        == CHUNK_TOKENS - 1
+    )
+    prompt = chat_prompt("a " * padding, "<video>", "What is shown?")
+    media, settings = {"video": noise_video(62, frames=8)}, {"method": "sharp", "retention": 0.5}
+    (whole,) = generate(sharp_llm, request(prompt, media, settings), max_tokens=8)
+    (chunked,) = generate(sharp_llm_chunked, request(prompt, media, settings), max_tokens=8)
+    assert chunked.prompt_token_ids.index(vision_start) == CHUNK_TOKENS - 1
+    assert chunked.outputs[0].token_ids == whole.outputs[0].token_ids

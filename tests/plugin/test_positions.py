@@ -1,6 +1,7 @@
 """The M-RoPE position channels (no engine needed)."""
 
 import numpy as np
+import pytest
 import torch
 
 from sharp_plugin.vllm import positions
@@ -58,3 +59,67 @@ def test_pruned_first_video_does_not_break_the_second():
     assert table.shape == (3, 23)
     after_first = table[:, 14]
     assert after_first.tolist() == [5 + 120 + 1] * 3  # t max = 3 * 40 = 120
+
+
+VS, VE, VIDEO, IMAGE, TEXT = 1, 2, 9, 8, 5
+
+
+def _prompt_with_media(layout):
+    """Token ids and the initial table for text/media segments: ("text", n) or
+    (token_id, grid_t, grid_h, grid_w, kept_count) wrapped in vision start/end."""
+    ids, media, items = [], [], []
+    for segment in layout:
+        if segment[0] == "text":
+            ids += [TEXT] * segment[1]
+            continue
+        token, t, h, w, kept_count = segment
+        ids.append(VS)
+        grid = positions.grid_positions(t, h, w, 1.0)
+        kept = torch.from_numpy(np.sort(np.random.RandomState(len(ids)).choice(t * h * w, kept_count, False)))
+        media.append((len(ids), kept_count, grid))
+        item_positions = torch.from_numpy(grid.T.copy())
+        _, channels = positions.decode(positions.encode_kept(torch.zeros(t * h * w, 4), item_positions, kept))
+        items.append(channels)
+        ids += [token] * kept_count
+        ids.append(VE)
+    table, _ = positions.prompt_positions_with_pruned_media(len(ids), media)
+    return torch.tensor(ids), table, items
+
+
+LAYOUTS = {
+    "one video": [("text", 4), (VIDEO, 2, 3, 4, 10), ("text", 6)],
+    "two videos, text between": [
+        ("text", 3),
+        (VIDEO, 2, 2, 2, 5),
+        ("text", 4),
+        (VIDEO, 3, 2, 2, 7),
+        ("text", 2),
+    ],
+    "image then video": [("text", 2), (IMAGE, 1, 3, 3, 9), ("text", 1), (VIDEO, 2, 3, 3, 6), ("text", 3)],
+}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_kept_positions_are_the_same_however_prefill_is_chunked(name):
+    ids, table, items = _prompt_with_media(LAYOUTS[name])
+    whole, whole_delta = positions.place_kept_positions(ids, items, table, 0, (IMAGE, VIDEO))
+    runs = [i for i in range(len(ids)) if ids[i] in (IMAGE, VIDEO)]
+    assert whole[:, runs].max() < whole[:, -1].max(), "text after the media continues past it"
+    # Every chunk size, every start: each chunk passes the slices of the items it covers,
+    # in order, as vLLM's runner does (a chunk may start right after a vision start).
+    for chunk in range(1, len(ids) + 1):
+        placed = table.clone()
+        for computed in range(0, len(ids), chunk):
+            stop = min(computed + chunk, len(ids))
+            slices, offset = [], 0
+            for item in items:
+                rows = [r for r in range(len(ids)) if ids[r] in (IMAGE, VIDEO)][
+                    offset : offset + item.shape[1]
+                ]
+                offset += item.shape[1]
+                inside = [k for k, r in enumerate(rows) if computed <= r < stop]
+                if inside:
+                    slices.append(item[:, inside[0] : inside[-1] + 1])
+            placed, delta = positions.place_kept_positions(ids, slices, placed, computed, (IMAGE, VIDEO))
+        assert torch.equal(placed, whole), (name, chunk)
+        assert delta == whole_delta

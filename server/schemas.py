@@ -72,6 +72,9 @@ class VideoIOKwargs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_frames: int | None = Field(None, ge=1, le=1 << 16)
     fps: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False)
+    # `keyframes`: each sampled frame moved to its nearest keyframe (up to half a GOP
+    # away) for much cheaper decoding of long clips; `uniform` is the model's own.
+    sampling: Literal["uniform", "keyframes"] = "uniform"
 
 
 class MediaIOKwargs(BaseModel):

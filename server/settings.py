@@ -69,6 +69,9 @@ class MediaSettings(_Section):
     max_videos_per_request: int = 4
     max_images_per_request: int = 4
     decode_threads: int = 2
+    # decord readers per video, each on its own thread over its own GOPs (seek-sampling
+    # in parallel; bench/decode.py). 1 = one reader.
+    decode_readers: int = Field(2, ge=1, le=64)
     fetch_timeout_s: float = 30.0
 
     @model_validator(mode="after")

@@ -4,8 +4,10 @@ model's pixel budget at decode time. Blocking: call from a worker thread."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -14,6 +16,10 @@ from .settings import MediaSettings
 
 # Qwen-VL frame sides are multiples of patch (14) x merge (2).
 SIZE_FACTOR = 28
+
+# `uniform`: evenly spaced frames (the model's training distribution). `keyframes`: each
+# moved to its nearest keyframe, up to half a GOP away, for much cheaper decoding.
+Sampling = Literal["uniform", "keyframes"]
 
 
 class InvalidMedia(UnsupportedMedia):
@@ -136,14 +142,78 @@ def decode(
     num_frames: int | None = None,
     fps: float | None = None,
     threads: int = 1,
+    sampling: Sampling = "uniform",
+    readers: int = 1,
 ) -> DecodedVideo:
+    """Seek-sample the frames a request needs, resized at decode time.
+
+    `readers` > 1 splits the frames at keyframes into that many runs and decodes each
+    with its own decord reader on its own thread: runs start at different GOPs, so no
+    frame is decoded twice, and decord decodes with the GIL released. `sampling:
+    keyframes` moves each sampled frame to its nearest keyframe where that keyframe is
+    not taken (a keyframe decodes alone; any other frame costs its GOP up to it)."""
     info = probe(path)
     check_limits(info, limits)
     indices = sample_indices(info, limits, num_frames, fps)
     width, height = target_size(info.width, info.height, limits.max_frame_pixels)
+    keyframes = _keyframes(path) if sampling == "keyframes" or readers > 1 else []
+    if sampling == "keyframes":
+        indices = snap_to_keyframes(indices, keyframes, info.num_frames)
+    runs = split_at_keyframes(indices, keyframes, readers)
+    if len(runs) == 1:
+        frames = _read(path, width, height, indices, threads)
+    else:
+        with ThreadPoolExecutor(len(runs), thread_name_prefix="decode-run") as pool:
+            frames = np.concatenate(list(pool.map(lambda run: _read(path, width, height, run, 1), runs)))
+    return DecodedVideo(frames=frames, indices=indices, info=info)
+
+
+def _read(path: Path, width: int, height: int, indices: list[int], threads: int) -> np.ndarray:
     reader = _reader(path, width=width, height=height, num_threads=threads)
     try:
-        frames = reader.get_batch(indices).asnumpy()
+        return reader.get_batch(indices).asnumpy()
     except Exception as exc:
         raise InvalidMedia("The video could not be decoded", param="video", code="invalid_video") from exc
-    return DecodedVideo(frames=frames, indices=indices, info=info)
+
+
+def _keyframes(path: Path) -> list[int]:
+    try:
+        return sorted(int(i) for i in _reader(path, num_threads=1).get_key_indices())
+    except InvalidMedia:
+        raise
+    except Exception:  # a container without an index: behave as one long GOP
+        return [0]
+
+
+def snap_to_keyframes(indices: list[int], keyframes: list[int], num_frames: int) -> list[int]:
+    """Each sampled index moved to the nearest keyframe that lies strictly between the
+    frame chosen before it and the next sampled index; where there is none, it stays.
+    The result is sorted, distinct, within the video and as long as `indices`."""
+    keys = np.asarray(keyframes, dtype=np.int64)
+    out: list[int] = []
+    for i, index in enumerate(indices):
+        lower = out[-1] if out else -1
+        upper = indices[i + 1] if i + 1 < len(indices) else num_frames
+        window = keys[(keys > lower) & (keys < upper)]
+        out.append(int(window[np.argmin(np.abs(window - index))]) if window.size else index)
+    return out
+
+
+def split_at_keyframes(indices: list[int], keyframes: list[int], runs: int) -> list[list[int]]:
+    """Sorted `indices` cut into at most `runs` consecutive runs of about equal length,
+    each cut placed where the next frame starts a new GOP (so no two runs decode the
+    same GOP). Fewer runs when the frames span fewer GOPs."""
+    if runs <= 1 or len(indices) <= 1 or not keyframes:
+        return [list(indices)]
+    keys = np.asarray(keyframes)
+    gop = np.searchsorted(keys, np.asarray(indices), side="right")  # GOP number of each frame
+    boundaries = [i for i in range(1, len(indices)) if gop[i] != gop[i - 1]]
+    cuts: list[int] = []
+    for k in range(1, runs):
+        target = round(k * len(indices) / runs)
+        best = min(boundaries, key=lambda b: abs(b - target), default=None)
+        if best is not None and best not in cuts:
+            cuts.append(best)
+    cuts.sort()
+    edges = [0, *cuts, len(indices)]
+    return [list(indices[a:b]) for a, b in zip(edges, edges[1:], strict=False) if b > a]

@@ -49,12 +49,17 @@ def chat_prompt(*parts: str) -> str:
     return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def write_mp4(path: Path, pixels: np.ndarray, fps: int, lossless: bool = False) -> Path:
-    """Encode THWC uint8 frames as H.264 mp4 with PyAV."""
+def write_mp4(
+    path: Path, pixels: np.ndarray, fps: int, lossless: bool = False, gop: int | None = None
+) -> Path:
+    """Encode THWC uint8 frames as H.264 mp4 with PyAV (`gop`: frames between keyframes)."""
     import av
 
+    options = {"crf": "0"} if lossless else {}
+    if gop is not None:
+        options |= {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "0"} if lossless else {})
+        stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height = pixels.shape[2], pixels.shape[1]
         stream.pix_fmt = "yuv420p"
         for frame in pixels:

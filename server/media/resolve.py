@@ -6,6 +6,7 @@ decode never stalls the event loop or the other streams."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import tempfile
 import time
 from concurrent.futures import Executor
@@ -54,6 +55,11 @@ async def resolve(
         raise InvalidRequest(f"At most {limits.max_images_per_request} images per request", param="messages")
     sampling = body.media_io_kwargs.video if body.media_io_kwargs and body.media_io_kwargs.video else None
     num_frames, fps = (sampling.num_frames, sampling.fps) if sampling else (None, None)
+    decode = functools.partial(
+        video.decode,
+        sampling=sampling.sampling if sampling else "uniform",
+        readers=settings.media.decode_readers,
+    )
 
     resolved = ResolvedMedia(messages=[])
     with tempfile.TemporaryDirectory(prefix="sharp-media-") as scratch:
@@ -72,7 +78,7 @@ async def resolve(
                     path = await _video_path(part, settings, store, Path(scratch), len(resolved.videos))
                     started = time.perf_counter()
                     decoded = await asyncio.get_running_loop().run_in_executor(
-                        pool, video.decode, path, limits, num_frames, fps
+                        pool, decode, path, limits, num_frames, fps
                     )
                     metrics.decode_seconds.observe(time.perf_counter() - started)
                     resolved.videos.append(decoded)

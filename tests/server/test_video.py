@@ -1,6 +1,9 @@
 """decord decoding on real encoded files: the frames it says it picks are the frames."""
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server import video
 from server.settings import MediaSettings
@@ -64,3 +67,52 @@ def test_undecodable_files_are_refused(tmp_path, coded_mp4, make):
         path = write_audio_only(tmp_path / "audio.mp4")
     with pytest.raises(video.InvalidMedia):
         video.decode(path, MediaSettings(), num_frames=2)
+
+
+# ---- keyframe-aware sampling and parallel readers ------------------------------------------
+@pytest.fixture(scope="module")
+def gop_mp4(tmp_path_factory):
+    # 30 frame-coded frames at 10 fps, a keyframe every 6 frames: 0, 6, 12, 18, 24.
+    path = tmp_path_factory.mktemp("v") / "gop.mp4"
+    return write_mp4(path, frame_coded_video(30), fps=10, lossless=True, gop=6)
+
+
+def test_the_fixture_has_the_keyframes_it_was_encoded_with(gop_mp4):
+    assert video._keyframes(gop_mp4) == [0, 6, 12, 18, 24]
+
+
+@pytest.mark.parametrize("readers", [2, 3, 8])
+def test_parallel_readers_decode_exactly_what_one_reader_does(gop_mp4, readers):
+    limits = MediaSettings(max_frames=32)
+    one = video.decode(gop_mp4, limits, num_frames=12)
+    many = video.decode(gop_mp4, limits, num_frames=12, readers=readers)
+    assert many.indices == one.indices
+    assert [frame_index_of(f) for f in many.frames] == many.indices
+    assert (many.frames == one.frames).all()
+
+
+def test_keyframe_sampling_decodes_keyframes_where_it_can(gop_mp4):
+    decoded = video.decode(gop_mp4, MediaSettings(max_frames=32), num_frames=5, sampling="keyframes")
+    uniform = video.sample_indices(video.probe(gop_mp4), MediaSettings(max_frames=32), num_frames=5)
+    assert uniform == [3, 9, 15, 21, 27]
+    assert decoded.indices == [0, 6, 12, 18, 24]  # each within half a GOP of its uniform frame
+    assert [frame_index_of(f) for f in decoded.frames] == decoded.indices
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    num_frames=st.integers(1, 400),
+    data=st.data(),
+)
+def test_snapped_and_split_indices_keep_their_invariants(num_frames, data):
+    indices = sorted(data.draw(st.sets(st.integers(0, num_frames - 1), min_size=1, max_size=64)))
+    keyframes = sorted(data.draw(st.sets(st.integers(0, num_frames - 1), max_size=40)) | {0})
+    snapped = video.snap_to_keyframes(indices, keyframes, num_frames)
+    assert len(snapped) == len(indices) and snapped == sorted(set(snapped))
+    assert all(0 <= i < num_frames for i in snapped)
+    assert all(s == i or s in keyframes for s, i in zip(snapped, indices, strict=True))
+    readers = data.draw(st.integers(1, 8))
+    runs = video.split_at_keyframes(snapped, keyframes, readers)
+    assert [i for run in runs for i in run] == snapped and 1 <= len(runs) <= readers
+    gops = [{int(np.searchsorted(keyframes, i, side="right")) for i in run} for run in runs]
+    assert all(a.isdisjoint(b) for k, a in enumerate(gops) for b in gops[k + 1 :]), "a GOP decoded twice"

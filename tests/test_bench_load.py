@@ -19,7 +19,7 @@ def test_small_load_run_drives_both_servers_with_vllm_bench_serve(tmp_path):
     rows = {(row["server"], row["method"], row["retention"]): row for row in report["rows"]}
     assert set(rows) == {("ours", "none", 1.0), ("ours", "sharp", 0.25), ("stock", "none", 1.0)}
     for row in rows.values():
-        assert row["completed"] == report["setup"]["prompts_per_run"]
+        assert row["completed"] == report["setup"]["prompts_per_run"] and row["failed"] == 0
         assert row["req_s"] > 0 and 0 < row["ttft_p50_ms"] <= row["ttft_p99_ms"]
     # The same clips and questions reached both servers as the same prompts; ShaRP's are
     # shorter by the pruned video tokens (N = 1152 per clip, 288 kept at r = 0.25).

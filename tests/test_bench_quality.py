@@ -18,8 +18,8 @@ def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
     assert "quality: 100%" in run.stderr  # the progress bar ran to the end
 
     results = report["results"]
-    methods = ["none", "sharp", "sharp-no-masking", "sharp-no-debias", "sharp-no-dedup", "fastv",
-               "uniform", "random", "oracle", "evs"]  # fmt: skip
+    methods = ["none", "sharp", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias",
+               "sharp-no-dedup", "fastv", "uniform", "random", "oracle", "evs"]  # fmt: skip
     assert sorted(results) == sorted(methods)
     unpruned = results["none"]["1.0"]["all"]
     assert unpruned["n"] == 16 and unpruned["needle_recall"] == 1.0

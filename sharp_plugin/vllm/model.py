@@ -249,25 +249,29 @@ class SharpModelMixin:
         (`generic_query`: its prefix, suffix and query_from). Either way the prior depends
         only on what its cache key holds. Returns (prior, whether it came from the cache)."""
         if generic_query is not None:
-            layout = self._layout(
-                grid,
-                item_positions,
-                torch.tensor(generic_query["prefix"], dtype=torch.long),
-                torch.tensor(generic_query["suffix"], dtype=torch.long),
+            prefix, suffix, query_from = (
+                generic_query["prefix"],
+                generic_query["suffix"],
                 generic_query["query_from"],
             )
+        else:
+            prefix, suffix = layout.prefix_ids.tolist(), layout.suffix_ids.tolist()
+            query_from = layout.query_from
         key = (
             tuple(grid),
             t_scale,
             settings.prune_layer,
             segment_groups,
-            layout.query_from,
-            tuple(layout.prefix_ids.tolist()),
-            tuple(layout.suffix_ids.tolist()),
+            query_from,
+            tuple(prefix),
+            tuple(suffix),
         )
         prior = self._sharp_prior_cache.get(key)
         if prior is not None:
             return prior, True
+        if generic_query is not None:  # the layout is built only when the prior is computed
+            prefix_ids, suffix_ids = (torch.tensor(ids, dtype=torch.long) for ids in (prefix, suffix))
+            layout = self._layout(grid, item_positions, prefix_ids, suffix_ids, query_from)
         black = self._black_embedding(grid, fields["sharp_black_pixels"])
         prior = self._scoring_pass(settings.prune_layer, layout)(black, segment_groups).scores
         self._sharp_prior_cache.put(key, prior)
@@ -290,12 +294,9 @@ class SharpModelMixin:
     def recompute_mrope_positions(
         self, input_ids, multimodal_embeddings, mrope_positions, num_computed_tokens
     ):
-        # Kept on the position table's device (the host): finding placeholder runs on a
-        # GPU would sync it for nothing.
-        ids = torch.as_tensor(input_ids, dtype=torch.long, device=mrope_positions.device)
         decoded = [positions.decode(mm) for mm in multimodal_embeddings]
         new_positions, delta = positions.place_kept_positions(
-            ids,
+            input_ids,
             [pos for _, pos in decoded],
             mrope_positions,
             num_computed_tokens,

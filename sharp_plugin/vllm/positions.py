@@ -97,7 +97,7 @@ def prompt_positions_with_pruned_media(
 
 
 def place_kept_positions(
-    input_ids: torch.Tensor,  # [L] long: the whole prompt
+    input_ids: Sequence[int] | torch.Tensor,  # [L]: the whole prompt
     item_positions: Sequence[torch.Tensor],  # per media item of this chunk: [4, k_i] (decode)
     mrope_positions: torch.Tensor,  # [3, L] long: the prompt's table
     num_computed_tokens: int,
@@ -116,10 +116,14 @@ def place_kept_positions(
     have started in an earlier chunk). Text needs no rewriting: the initial table
     (prompt_positions_with_pruned_media) already continues after each item at its whole
     grid's max + 1, whichever tokens are kept.
+
+    vLLM calls this for every running request at every step, decode steps included, so
+    the prompt becomes a tensor only when this chunk has media to place.
     """
     positions = mrope_positions.clone()
     if len(item_positions):
-        media = torch.isin(input_ids, torch.tensor(list(media_token_ids), device=input_ids.device))
+        ids = torch.as_tensor(input_ids, dtype=torch.long, device=positions.device)
+        media = torch.isin(ids, torch.tensor(list(media_token_ids), device=ids.device))
         flags = media.to(torch.int8)
         edges = torch.diff(flags, prepend=flags.new_zeros(1), append=flags.new_zeros(1))
         starts = (edges == 1).nonzero().flatten().tolist()
@@ -136,4 +140,4 @@ def place_kept_positions(
                 raise ValueError(f"media item of {item.shape[1]} tokens overruns its placeholder run")
             base = int(positions[0, start - 1]) + 1 if start > 0 else 0  # right after vision-start
             positions[:, first:last] = item[:3].to(positions.device) + base
-    return positions, int(positions.max()) + 1 - int(input_ids.numel())
+    return positions, int(positions.max()) + 1 - len(input_ids)

@@ -32,6 +32,8 @@ class VideoInfo:
     fps: float
     width: int
     height: int
+    # Source indices of the keyframes, from the container's index ((0,) when it has none).
+    keyframes: tuple[int, ...] = (0,)
 
     @property
     def duration_s(self) -> float:
@@ -78,7 +80,13 @@ def probe(path: Path) -> VideoInfo:
     if num_frames <= 0 or not math.isfinite(fps) or fps <= 0:
         raise InvalidMedia("The video has no decodable frames", param="video", code="invalid_video")
     height, width = reader[0].shape[:2]
-    return VideoInfo(num_frames=num_frames, fps=fps, width=int(width), height=int(height))
+    try:
+        keyframes = tuple(sorted(int(i) for i in reader.get_key_indices())) or (0,)
+    except Exception:  # decord's own errors: a container without an index is one long GOP
+        keyframes = (0,)
+    return VideoInfo(
+        num_frames=num_frames, fps=fps, width=int(width), height=int(height), keyframes=keyframes
+    )
 
 
 def check_limits(info: VideoInfo, limits: MediaSettings) -> None:
@@ -156,7 +164,7 @@ def decode(
     check_limits(info, limits)
     indices = sample_indices(info, limits, num_frames, fps)
     width, height = target_size(info.width, info.height, limits.max_frame_pixels)
-    keyframes = _keyframes(path) if sampling == "keyframes" or readers > 1 else []
+    keyframes = list(info.keyframes)
     if sampling == "keyframes":
         indices = snap_to_keyframes(indices, keyframes, info.num_frames)
     runs = split_at_keyframes(indices, keyframes, readers)
@@ -174,15 +182,6 @@ def _read(path: Path, width: int, height: int, indices: list[int], threads: int)
         return reader.get_batch(indices).asnumpy()
     except Exception as exc:
         raise InvalidMedia("The video could not be decoded", param="video", code="invalid_video") from exc
-
-
-def _keyframes(path: Path) -> list[int]:
-    try:
-        return sorted(int(i) for i in _reader(path, num_threads=1).get_key_indices())
-    except InvalidMedia:
-        raise
-    except Exception:  # a container without an index: behave as one long GOP
-        return [0]
 
 
 def snap_to_keyframes(indices: list[int], keyframes: list[int], num_frames: int) -> list[int]:

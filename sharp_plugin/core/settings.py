@@ -63,9 +63,9 @@ class SharpSettings(BaseModel):
     debias: Debias = "black"
     # Which query scores the black-frame prior. `generic`: a fixed neutral question in the
     # model's chat template, so the prior depends only on the video's layout and is
-    # computed once per grid size, not once per question (bench/results/quality.md shows
-    # accuracy is kept). `question`: the request's own prompt text, as in the method's
-    # definition; every new question then pays a second scoring pass.
+    # computed once per grid size, not once per question (accuracy is kept:
+    # bench/results/quality_prior_query.md). `question`: the request's own prompt text,
+    # as in the method's definition; every new question then pays a second scoring pass.
     prior_query: PriorQuery = "generic"
     calibration: Calibration = "subtract"
     lam: float = Field(1.0, ge=0.0, le=MAX_LAM, allow_inf_nan=False)

@@ -78,7 +78,7 @@ def gop_mp4(tmp_path_factory):
 
 
 def test_the_fixture_has_the_keyframes_it_was_encoded_with(gop_mp4):
-    assert video._keyframes(gop_mp4) == [0, 6, 12, 18, 24]
+    assert video.probe(gop_mp4).keyframes == (0, 6, 12, 18, 24)
 
 
 @pytest.mark.parametrize("readers", [2, 3, 8])

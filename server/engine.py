@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from sharp_plugin import WORKER_EXTENSION
+from sharp_plugin import SCHEDULER, WORKER_EXTENSION
 from sharp_plugin.core import SharpSettingsError
 from sharp_plugin.vllm.bounded_store import BoundedStore
 from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report, merge_replies
@@ -106,6 +106,7 @@ class VLLMEngine:
             **own_fields,
             hf_overrides=hf_overrides,
             worker_extension_cls=WORKER_EXTENSION,
+            scheduler_cls=SCHEDULER,
             limit_mm_per_prompt={
                 "video": settings.media.max_videos_per_request,
                 "image": settings.media.max_images_per_request,

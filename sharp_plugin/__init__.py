@@ -15,6 +15,8 @@ ARCHITECTURES = {
 }
 
 WORKER_EXTENSION = "sharp_plugin.vllm.reports.SharpWorkerExtension"
+# The encoder budget counts unpruned tokens (see sharp_plugin/vllm/scheduler.py).
+SCHEDULER = "sharp_plugin.vllm.scheduler.SharpScheduler"
 
 _registered = False
 

@@ -4,7 +4,7 @@ import gc
 
 import pytest
 
-from sharp_plugin import WORKER_EXTENSION
+from sharp_plugin import SCHEDULER, WORKER_EXTENSION
 
 SHARP_ARCH = "SharpQwen2_5_VLForConditionalGeneration"
 
@@ -19,7 +19,7 @@ def make_llm(
         hf_overrides = {"architectures": [SHARP_ARCH]}
         if sharp_defaults:
             hf_overrides["sharp_defaults"] = sharp_defaults
-    extra = {"worker_extension_cls": WORKER_EXTENSION} if sharp else {}
+    extra = {"worker_extension_cls": WORKER_EXTENSION, "scheduler_cls": SCHEDULER} if sharp else {}
     return LLM(
         model=str(model_dir),
         dtype=dtype,

@@ -209,3 +209,51 @@ def test_a_follow_up_question_on_a_known_video_skips_the_vision_tower(sharp_llm)
     )
     assert report(sharp_llm, rid)[0]["vision_cached"] is False
     assert sharp_llm.collective_rpc(_vision_tower_runs) == [2]
+
+
+# ---- the encoder budget counts unpruned tokens (sharp_plugin/vllm/scheduler.py) -------------
+def _record_encoder_work_per_step(worker) -> int:
+    """Spy (calls through): the unpruned video tokens embedded at each engine step."""
+    runner, model = worker.model_runner, worker.model_runner.model
+    runner._test_steps = []
+    if not hasattr(runner, "_test_original_execute"):
+        runner._test_original_execute = runner.execute_model
+        model._test_original_embed = model.embed_multimodal
+
+        def execute_model(*args, **kwargs):
+            runner._test_steps.append(0)
+            return runner._test_original_execute(*args, **kwargs)
+
+        def embed_multimodal(**kwargs):
+            grids = kwargs.get("video_grid_thw")
+            if grids is not None and runner._test_steps:
+                merge = model.config.vision_config.spatial_merge_size
+                runner._test_steps[-1] += int(grids.prod(-1).sum()) // (merge * merge)
+            return model._test_original_embed(**kwargs)
+
+        runner.execute_model = execute_model
+        model.embed_multimodal = embed_multimodal
+    return runner.mm_budget.encoder_compute_budget
+
+
+def _encoder_work_per_step(worker) -> list[int]:
+    return [tokens for tokens in worker.model_runner._test_steps if tokens]
+
+
+def test_a_step_embeds_no_more_unpruned_tokens_than_the_encoder_budget(sharp_llm):
+    """At r = 0.1 vLLM's own scheduler charges each video its kept count, so three videos
+    whose kept counts fit the budget would all be embedded (vision tower and scoring pass
+    over every unpruned token) in one step. Ours charges the unpruned count."""
+    (budget,) = sharp_llm.collective_rpc(_record_encoder_work_per_step)
+    tokens_per_frame_pair = 64  # 224^2 frames: a 16 x 16 grid of merged tokens per 2 frames
+    frames = 2 * (budget // 2 // tokens_per_frame_pair + 1)  # just over half the budget
+    unpruned = frames // 2 * tokens_per_frame_pair
+    kept = kept_count(0.1, unpruned)
+    assert 2 * unpruned > budget >= unpruned and 3 * kept <= budget, "videos sized against the budget"
+    settings = {"method": "sharp", "retention": 0.1}
+    videos = [{"video": noise_video(300 + i, frames=frames)} for i in range(3)]
+    outputs = generate(sharp_llm, [request(QUESTION, video, settings) for video in videos])
+    tokenizer = sharp_llm.get_tokenizer()
+    assert [video_pads(o, tokenizer) for o in outputs] == [kept] * 3
+    (work,) = sharp_llm.collective_rpc(_encoder_work_per_step)
+    assert work == [unpruned] * 3, f"one video per step under a budget of {budget}: {work}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sharp_plugin import WORKER_EXTENSION
+from sharp_plugin import SCHEDULER, WORKER_EXTENSION
 from sharp_plugin.core import kept_count
 
 from ..media import noise_video, write_mp4
@@ -34,6 +34,7 @@ def vllm_server(tiny_model_dir, tmp_path_factory):
         "--hf-overrides", json.dumps({"architectures": [SHARP_ARCH]}),
         "--trust-request-mm-kwargs",
         "--worker-extension-cls", WORKER_EXTENSION,
+        "--scheduler-cls", SCHEDULER,
         "--allowed-local-media-path", str(media_dir),
         "--max-model-len", "4096", "--enforce-eager", "--dtype", "bfloat16",
         "--limit-mm-per-prompt", json.dumps({"video": 1, "image": 1}),

@@ -65,13 +65,16 @@ class DecoderScoringPass:
     def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
         layout, device = self.layout, visual.device
         embed = self.decoder.embed_input_ids
-        prefix = embed(layout.prefix_ids.to(device))
-        suffix = embed(layout.suffix_ids.to(device))
+        # Host-to-device copies are non_blocking: a blocking one waits for the device to
+        # finish everything queued before it (here, the vision tower), so the host could
+        # not queue this pass's kernels behind it. Nothing here copies device to host.
+        prefix = embed(layout.prefix_ids.to(device, non_blocking=True))
+        suffix = embed(layout.suffix_ids.to(device, non_blocking=True))
         # Fresh tensors: fused RMSNorm with a residual updates its inputs in place.
         x = torch.cat([prefix, visual.to(prefix.dtype), suffix], dim=0)  # [L, D]
         num_prefix, num_visual = prefix.shape[0], visual.shape[0]
         seq_len = x.shape[0]
-        positions = layout.positions.to(device)
+        positions = layout.positions.to(device, non_blocking=True)
         end = visibility_end(num_prefix, num_visual, suffix.shape[0], layout.tokens_per_group, segment_groups)
 
         residual = None
@@ -154,7 +157,8 @@ def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
     keys_t = k.transpose(1, 2).contiguous()  # [H_kv, d, L]: one copy per layer, not per block
     q_grouped = q.view(num_kv_heads, group, seq_len, head_dim)
     out = q.new_empty(num_kv_heads, group, seq_len, head_dim)
-    end = end.cpu()  # host copy: the block bounds below need no device sync
+    end = end.cpu()  # the block bounds below are host ints: read from a host copy
+    end_on_device = end.to(q.device, non_blocking=True)  # the masks are built from this one
     step = _rows_per_block(num_heads, seq_len)
     for start in range(0, seq_len, step):
         stop = min(start + step, seq_len)
@@ -165,7 +169,8 @@ def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
         block = q_grouped[:, :, start:stop].reshape(num_kv_heads, group * rows, head_dim) * scale
         logits = torch.bmm(block, keys_t[:, :, :reach])  # [H_kv, G*rows, reach]
         if reach > seen:
-            hidden = ~attention_mask(block_end - seen, reach - seen, q.device)  # [rows, reach - seen]
+            on_device = end_on_device[start:stop]
+            hidden = ~attention_mask(on_device - seen, reach - seen, q.device)  # [rows, reach - seen]
             logits.view(num_kv_heads, group, rows, reach)[..., seen:].masked_fill_(hidden, float("-inf"))
         probs = logits.softmax(dim=-1)
         out[:, :, start:stop] = torch.bmm(probs, v[:, :reach]).view(num_kv_heads, group, rows, head_dim)

@@ -131,8 +131,8 @@ class _Run:
         self.finished = False
         self._first_token_seen = False
 
-    async def deltas(self) -> AsyncIterator[tuple[int, str, str | None]]:
-        """(choice index, text delta, finish reason) as the engine produces them."""
+    async def deltas(self) -> AsyncIterator[tuple[int, str, str | None, int]]:
+        """(choice index, text delta, finish reason, new tokens) as the engine produces them."""
         try:
             async for output in self.engine.generate(self.engine_request, self.sampling, self.request_id):
                 if output.prompt_token_ids is not None:
@@ -143,7 +143,7 @@ class _Run:
                     if choice.token_ids and not self._first_token_seen:
                         self._first_token_seen = True
                         self.metrics.ttft_seconds.observe(time.monotonic() - self.received)
-                    yield choice.index, choice.text, choice.finish_reason
+                    yield choice.index, choice.text, choice.finish_reason, len(choice.token_ids)
             self.finished = True
         finally:
             if not self.finished:  # cancelled or failed: make sure the engine stops too
@@ -190,7 +190,7 @@ async def _complete(run: _Run, body: ChatCompletionRequest, request: Request, ti
     finish: dict[int, str | None] = {}
 
     async def collect() -> None:
-        async for index, text, reason in run.deltas():
+        async for index, text, reason, _ in run.deltas():
             texts.setdefault(index, []).append(text)
             if reason is not None:
                 finish[index] = reason
@@ -252,9 +252,12 @@ async def _sse(run, body, include_usage: bool, timeout: float, first, deltas) ->
                 yield chunk(
                     [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
                 )
-            async for index, text, reason in _chain(first, deltas):
-                if text or reason is not None:
-                    delta = {"content": text} if text else {}
+            async for index, text, reason, new_tokens in _chain(first, deltas):
+                # One chunk per step that made tokens, even when the detokenizer holds
+                # their text back (a partial UTF-8 sequence): as stock vLLM streams, so
+                # clients and load tools see every token's arrival.
+                if text or new_tokens or reason is not None:
+                    delta = {"content": text} if text or new_tokens else {}
                     yield chunk([{"index": index, "delta": delta, "finish_reason": reason}])
             report = (await run.report()).model_dump()
             if include_usage:

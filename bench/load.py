@@ -184,7 +184,7 @@ def bench_serve(server: Server, model_dir: Path, dataset: Path, *, concurrency: 
         "--model", SERVED_NAME, "--tokenizer", str(model_dir),
         "--dataset-name", "sharegpt", "--dataset-path", str(dataset), "--num-prompts", str(prompts),
         "--sharegpt-output-len", str(output_tokens), "--ignore-eos", "--max-concurrency", str(concurrency),
-        "--percentile-metrics", "ttft,itl,e2el", "--metric-percentiles", "50,99", "--disable-tqdm",
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99", "--disable-tqdm",
         "--save-result", "--result-dir", str(out), "--result-filename", result.name, "--seed", "0",
     ]  # fmt: skip
     if extra_body:
@@ -200,6 +200,9 @@ def bench_serve(server: Server, model_dir: Path, dataset: Path, *, concurrency: 
         "ttft_p50_ms": raw["p50_ttft_ms"],
         "ttft_p99_ms": raw["p99_ttft_ms"],
         "itl_p50_ms": raw["p50_itl_ms"],
+        # Per request, (end-to-end - TTFT) / (tokens - 1): unlike ITL, it does not depend
+        # on how a server groups tokens into stream chunks.
+        "tpot_p50_ms": raw["p50_tpot_ms"],
         "itl_p99_ms": raw["p99_itl_ms"],
         "e2el_p50_ms": raw["p50_e2el_ms"],
         "completed": raw["completed"],
@@ -288,13 +291,15 @@ def main() -> None:
 def report(rows: list[dict], out: Path, args, prompts: int) -> None:
     stem = "load-small" if args.small else "load"
     lines = [
-        "| server | method | r | concurrency | run | req/s | TTFT p50 | TTFT p99 | ITL p99 (ms) | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| server | method | r | concurrency | run | req/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 "
+        "| TPOT p50 (ms) | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['server']} | {r['method']} | {r['retention']} | {r['concurrency']} | {r['run']} | "
-            f"{r['req_s']:.3f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {r['itl_p99_ms']:.1f} | "
+            f"{r['req_s']:.3f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {r['itl_p50_ms']:.1f} | "
+            f"{r['itl_p99_ms']:.1f} | {r['tpot_p50_ms']:.1f} | "
             f"{r['failed']} |"
         )
     table = "\n".join(lines)

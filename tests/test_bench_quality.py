@@ -1,4 +1,6 @@
-"""CI mode of bench/quality.py: the machinery end to end (real engines), not the ranking."""
+"""CI mode of bench/quality.py: the machinery end to end (real engines), and the one
+ranking that 16 clips settle: at a quarter of the tokens, query-aware selection finds
+the needle far more often than uniform spacing (full run: 0.996 against 0.259)."""
 
 import json
 
@@ -32,4 +34,4 @@ def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
     assert {q["prompt_tokens"] for q in quarter.values()} == {unpruned["prompt_tokens"] - 96}
     assert quarter["oracle"]["needle_recall"] == 1.0
     assert quarter["evs"]["needle_recall"] is None  # stock vLLM reports no selection
-    assert all(0.0 <= q["needle_recall"] <= 1.0 for m, q in quarter.items() if m != "evs")
+    assert quarter["sharp"]["needle_recall"] >= quarter["uniform"]["needle_recall"] + 0.3

@@ -100,7 +100,10 @@ def test_dedup_fills_the_budget_with_the_best_skipped_tokens():
 
 
 def _random_scorer(visual, segment_groups):
-    scores = torch.sin(torch.arange(visual.shape[0], dtype=torch.float32) * 12.9898).abs()
+    """Scores that depend on the content (a fixed projection) and on the segment width,
+    so determinism and plumbing are tested through the scores, not around them."""
+    direction = torch.sin(torch.arange(visual.shape[1], dtype=torch.float32) * 12.9898)
+    scores = visual.float() @ direction + 0.01 * segment_groups
     return ScoringResult(scores, visual)
 
 
@@ -135,6 +138,15 @@ def test_same_input_same_output(method):
     first = select_tokens(settings, visual, _random_scorer).kept
     second = select_tokens(settings, visual.clone(), _random_scorer).kept
     assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("method", ["sharp", "fastv"])
+def test_scored_methods_follow_the_content(method):
+    torch.manual_seed(3)
+    visual = torch.randn(200, 8)
+    settings = SharpSettings(method=method, retention=0.2, debias="mean", dedup_threshold=0.5)
+    first = select_tokens(settings, visual, _random_scorer).kept
+    assert not torch.equal(first, select_tokens(settings, -visual, _random_scorer).kept)
 
 
 def test_random_depends_on_the_seed():

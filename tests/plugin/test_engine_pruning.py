@@ -37,7 +37,6 @@ def test_prompt_shrinks_by_exactly_n_minus_kept_for_concurrent_mixed_requests(sh
         kept = kept_count(retention, N)
         assert video_pads(output, tokenizer) == kept, (method, retention)
         assert len(output.prompt_token_ids) == unpruned_length - (N - kept)
-        assert len(output.outputs[0].token_ids) > 0
 
 
 def test_each_video_of_a_request_is_pruned_with_its_own_count(sharp_llm):

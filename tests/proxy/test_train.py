@@ -61,6 +61,7 @@ def test_a_second_phase_starts_from_the_first_phases_weights(trained_once, tmp_p
     first = torch.load(trained_once / "state.pt", weights_only=True)["model"]
     # One warm-up step (lr 1e-5) away from the first phase's weights.
     assert all(torch.allclose(state["model"][n], first[n], atol=1e-3) for n in first)
+    assert any(not torch.equal(state["model"][n], first[n]) for n in first), "the step was taken"
     command = json.loads((work / "model" / "training.json").read_text())["command"]
     assert "--query-splits standard --follow-ups" in command and "--stop-at 1" in command
     start = [r for r in log_records(work) if r.get("event") == "start"]

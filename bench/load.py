@@ -245,8 +245,19 @@ def main() -> None:
             file=sys.stderr,
         )
 
+    def warm_up(server: Server, extra_body: dict | None) -> None:
+        """A few discarded requests after each start: the first requests on a fresh engine
+        pay one-time costs (kernel selection for new shapes, the generic prior), which
+        would otherwise land on whichever arm happens to run first."""
+        if not args.small:
+            bench_serve(
+                server, model_dir, clips.dataset(4), concurrency=1, prompts=4,
+                output_tokens=OUTPUT_TOKENS, extra_body=extra_body, out=runs,
+            )  # fmt: skip
+
     ours = start_ours(model_dir, clips.directory, runs)
     try:
+        warm_up(ours, {"sharp": {"retention": 0.25}})
         for concurrency in concurrencies:
             for method, retention, sharp in ours_arms:
                 dataset = clips.dataset(prompts)
@@ -272,6 +283,7 @@ def main() -> None:
     for evs_retention in stock_arms:
         stock = start_stock(model_dir, clips.directory, runs, evs_retention)
         try:
+            warm_up(stock, None)
             for concurrency in concurrencies:
                 if not stock.alive():  # its engine died in the previous run: start afresh
                     stock.stop()

@@ -131,10 +131,11 @@ class SharpProcessorMixin:
         items = self._split_prompt(list(inputs.prompt))
         if settings.needs_scoring_pass:
             for item in items:
-                if len(item["suffix"]) <= item["query_from"]:
+                if not item["has_question"]:
                     raise SharpSettingsError(
-                        f"sharp.method: {settings.method!r} scores videos by the text after "
-                        "them, and this prompt has none after a video",
+                        f"sharp.method: {settings.method!r} scores a video by the user's "
+                        "text after it (or before it, when there is none after), and this "
+                        "prompt has no user text around a video",
                         field="method",
                     )
         sharp = {_SETTINGS: canonical_settings(settings).model_dump(), _ITEMS: items, PROFILE_KEY: profiling}
@@ -146,11 +147,17 @@ class SharpProcessorMixin:
         return result
 
     def _split_prompt(self, prompt: list[int]) -> list[dict[str, Any]]:
-        """Per video placeholder: the text before it and after it, other media dropped.
+        """Per video placeholder: the scoring pass's text before and after it (other media
+        dropped) and where its query rows start.
 
-        Earlier media items are left out of the prefix, so the scoring pass sees the
-        exact prompt positions only when the video is the first media item (the usual
-        single-video chat); later ones still get their own text after them.
+        The query rule (docs/method.md, "Query rows"): the query is the user's text
+        after the video, in the same turn; when there is none, the user's text before
+        it in that turn, repeated right after the video (the scoring pass is our own, so
+        the question can stand after the video there while the real prompt keeps it
+        before). Query rows never consist of chat-template tokens alone: a prompt with
+        no user text around the video has `has_question` False. Earlier media items
+        are left out of the prefix, so the scoring pass sees the exact prompt positions
+        only when the video is the first media item (the usual single-video chat).
         """
         config = self.info.get_hf_config()
         media = {config.video_token_id, config.image_token_id}
@@ -165,9 +172,51 @@ class SharpProcessorMixin:
             prefix = [t for t in prompt[:index] if t not in media]
             suffix = [t for t in prompt[stop:] if t not in media]
             query_from = 1 if suffix and suffix[0] == config.vision_end_token_id else 0
-            items.append({"prefix": prefix, "suffix": suffix, "query_from": query_from})
+            after = self._turn_text_after(suffix[query_from:])
+            before = self._turn_text_before(prefix)
+            if not self._is_text(after) and self._is_text(before):
+                suffix = suffix[:query_from] + before + suffix[query_from:]
+            has_question = self._is_text(after) or self._is_text(before)
+            items.append(
+                {"prefix": prefix, "suffix": suffix, "query_from": query_from, "has_question": has_question}
+            )
             index = stop
         return items
+
+    @cached_property
+    def _turn_markers(self) -> tuple[int | None, int | None]:
+        """Token ids that open and close a chat turn (`<|im_start|>`, `<|im_end|>` in the
+        Qwen-style templates every supported family uses), or None without them."""
+        tokenizer = self.info.get_tokenizer()
+        ids = [tokenizer.convert_tokens_to_ids(token) for token in ("<|im_start|>", "<|im_end|>")]
+        unknown = tokenizer.unk_token_id
+        return tuple(None if i is None or i == unknown else i for i in ids)  # type: ignore[return-value]
+
+    def _turn_text_after(self, tokens: list[int]) -> list[int]:
+        """The tokens after a video up to the end of its turn (all of them in a prompt
+        without turn markers)."""
+        _, turn_end = self._turn_markers
+        return tokens[: tokens.index(turn_end)] if turn_end in tokens else tokens
+
+    def _turn_text_before(self, prefix: list[int]) -> list[int]:
+        """The user's text before a video in its turn: after the turn's role line, up to
+        the video's vision-start token. Empty without turn markers (the whole prefix of
+        a raw prompt is not known to be the question)."""
+        turn_start, _ = self._turn_markers
+        if turn_start is None or turn_start not in prefix:
+            return []
+        opened = len(prefix) - prefix[::-1].index(turn_start)  # just after the last turn start
+        tokenizer = self.info.get_tokenizer()
+        body = prefix[opened:]
+        newline = next((i for i, t in enumerate(body) if "\n" in tokenizer.decode([t])), None)
+        body = body[newline + 1 :] if newline is not None else []  # skip the role line
+        if body and body[-1] == self.info.get_hf_config().vision_start_token_id:
+            body = body[:-1]
+        return body
+
+    def _is_text(self, tokens: list[int]) -> bool:
+        text = self.info.get_tokenizer().decode(tokens, skip_special_tokens=True) if tokens else ""
+        return bool(text.strip())
 
     # ---- caches: the hash covers what changes the selection ------------------------
     def _get_mm_hashes(self, inputs):

@@ -51,7 +51,29 @@ class HFReference:
         visual = self.video_features(out["pixel_values_videos"], grid)
         black_visual = self.video_features(process(np.zeros_like(frames))["pixel_values_videos"], grid)
         t_scale = float(out["second_per_grid_ts"][0]) * self.config.vision_config.tokens_per_second
-        return ids[:at], ids[at + 1 :], grid[0].tolist(), t_scale, visual, black_visual
+        prefix, suffix = ids[:at], _with_query_after_video(ids[:at], ids[at + 1 :], tokenizer)
+        return prefix, suffix, grid[0].tolist(), t_scale, visual, black_visual
+
+    @torch.inference_mode()
+    def prompt_logprobs(self, prompt_ids, num_prefix, visual, kept, grid, t_scale) -> torch.Tensor:
+        """Log-prob of each prompt token given the ones before it, from a plain HF forward
+        over a pruned prompt: the kept visual tokens in their placeholder rows, each at
+        its original M-RoPE position, and the text after the video where it stands in the
+        unpruned prompt (the video's max position + 1). # [L - 1] float32"""
+        num_visual = visual.shape[0]
+        num_suffix = len(prompt_ids) - num_prefix - len(kept)
+        full = _HFScoringPass(self.model, self.config, [0] * num_prefix, [0] * num_suffix, grid, t_scale, 0)
+        unpruned = full.positions()  # [3, P + N + S]
+        columns = torch.cat(
+            [torch.arange(num_prefix), num_prefix + kept, torch.arange(num_suffix) + num_prefix + num_visual]
+        )
+        ids = torch.tensor(prompt_ids)
+        lm = self.model.model.language_model
+        x = lm.embed_tokens(ids)
+        x[num_prefix : num_prefix + len(kept)] = visual[kept]
+        hidden = lm(inputs_embeds=x[None], position_ids=unpruned[:, columns][:, None, :]).last_hidden_state
+        logprobs = self.model.lm_head(hidden[0]).log_softmax(dim=-1)  # [L, V]
+        return logprobs[:-1].gather(1, ids[1:, None])[:, 0]
 
     def scoring_pass(self, prefix, suffix, grid, t_scale, prune_layer):
         return _HFScoringPass(self.model, self.config, prefix, suffix, grid, t_scale, prune_layer)
@@ -106,3 +128,18 @@ class _HFScoringPass:
         scores = probs[:, p + n + query_from :, p : p + n].mean(dim=(0, 1))
         hidden = out.hidden_states[self.prune_layer][0, p : p + n]
         return ScoringResult(scores, hidden)
+
+
+def _with_query_after_video(prefix: list[int], suffix: list[int], tokenizer) -> list[int]:
+    """The query rule of docs/method.md, written out from its text: the query is the
+    user's text after the video in its turn; when there is none, the user's text before
+    the video (after the turn's role line, without <|vision_start|>) goes right after
+    <|vision_end|>."""
+    turn_start, turn_end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    after = suffix[1 : suffix.index(turn_end)]  # suffix[0] is <|vision_end|>
+    if tokenizer.decode(after, skip_special_tokens=True).strip():
+        return suffix
+    turn = prefix[len(prefix) - prefix[::-1].index(turn_start) :]  # "user\n ... <|vision_start|>"
+    role_line = next(i for i, t in enumerate(turn) if "\n" in tokenizer.decode([t]))
+    question = turn[role_line + 1 : -1]
+    return suffix[:1] + question + suffix[1:]

@@ -105,6 +105,29 @@ def test_same_video_new_question_gets_a_fresh_selection(sharp_llm):
     assert c["mm_hash"] not in (a["mm_hash"], b["mm_hash"]) and c["video_tokens_kept"] == 256
 
 
+def test_query_rows_come_from_user_text_never_from_the_template_alone(sharp_llm):
+    """A question before the video is the query (the reference test checks the exact
+    rows); a prompt with no user text around the video is refused by field, where it
+    used to be scored by template tokens alone."""
+    video = noise_video(23)
+    settings = {"method": "fastv", "retention": 0.25}
+    rid = new_report_id()
+    (output,) = generate(
+        sharp_llm, request(chat_prompt("Who is there?", "<video>"), {"video": video}, settings, rid)
+    )
+    assert (
+        video_pads(output, sharp_llm.get_tokenizer()) == 128 and report(sharp_llm, rid)[0]["scoring_ms"] > 0
+    )
+    for prompt in (chat_prompt("<video>"), chat_prompt("<video>", " \n ")):
+        with pytest.raises(ValueError, match=r"sharp\.method: .*no user text"):
+            generate(sharp_llm, request(prompt, {"video": video}, settings))
+    # Methods that read no text still work on such a prompt.
+    (output,) = generate(
+        sharp_llm, request(chat_prompt("<video>"), {"video": video}, {"method": "uniform", "retention": 0.25})
+    )
+    assert video_pads(output, sharp_llm.get_tokenizer()) == 128
+
+
 def test_identical_requests_share_cached_work(sharp_llm):
     prompt, video = chat_prompt("<video>", "Count the objects."), noise_video(21)
     settings = {"method": "sharp", "retention": 0.25}

@@ -2,10 +2,12 @@
 the same checkpoint, loaded independently with HF transformers (both in fp32)."""
 
 import pytest
+import torch
 
 from sharp_plugin.core import SharpSettings, select_tokens
 
 from ..media import chat_prompt, noise_video
+from . import engine_helpers
 from .conftest import FP32_DEFAULTS
 from .engine_helpers import generate, new_report_id, report, request, video_pads
 from .hf_reference import HFReference
@@ -41,10 +43,19 @@ def reference(tiny_model_dir):
     return HFReference(tiny_model_dir)
 
 
-@pytest.mark.parametrize("name", list(SETTINGS))
-def test_kept_indices_match_an_outside_reference(sharp_llm_fp32, reference, name):
+QUESTION = "What colour is the circle?"
+CASES = [(name, "after") for name in SETTINGS] + [
+    # The question before the video: its rows become the query (docs/method.md, "Query rows").
+    ("fastv", "before"),
+    ("sharp, black prior scored by the question", "before"),
+]
+
+
+@pytest.mark.parametrize(("name", "question_stands"), CASES)
+def test_kept_indices_match_an_outside_reference(sharp_llm_fp32, reference, name, question_stands):
     settings = SETTINGS[name]
-    prompt = chat_prompt("<video>", "What colour is the circle?")
+    parts = ("<video>", QUESTION) if question_stands == "after" else (QUESTION, "<video>")
+    prompt = chat_prompt(*parts)
     frames, metadata = noise_video(40, fps=2.0)
     rid = new_report_id()
     generate(sharp_llm_fp32, request(prompt, {"video": (frames, metadata)}, settings, rid))
@@ -63,6 +74,47 @@ def test_kept_indices_match_an_outside_reference(sharp_llm_fp32, reference, name
     outside = select_tokens(parsed, visual, scorer, lambda groups: prior_scorer(black_visual, groups).scores)
     assert inside["kept_indices"] == outside.kept.tolist()
     assert (inside["prior"] is not None) == (parsed.effective().debias == "black")
+
+
+# Measured on the tiny model (max |difference| over the prompt): fp32 engine 1e-6, bf16
+# engine 6e-3. Placing the kept tokens at the positions of the first k tokens instead of
+# their own moves the log-probs by 3e-3: the fp32 bound (1e-4) catches that 30 times
+# over; the bf16 bound (3x its measured noise) only catches gross errors.
+FP32_LOGPROB_TOLERANCE = 1e-4
+BF16_LOGPROB_TOLERANCE = 2e-2
+
+
+@pytest.mark.parametrize(
+    ("engine", "tolerance"),
+    [("sharp_llm_fp32", FP32_LOGPROB_TOLERANCE), ("sharp_llm", BF16_LOGPROB_TOLERANCE)],
+)
+def test_pruned_prefill_equals_a_reference_forward_over_the_kept_tokens(
+    request, reference, engine, tolerance
+):
+    """vLLM's pruned prefill (prompt log-probs) against HF's forward over the same kept
+    tokens at their original positions: a position, order or numerics error in the
+    kept-token path shows here, not only as drift on the quality bench."""
+    from vllm import SamplingParams
+
+    llm = request.getfixturevalue(engine)  # pytest's request: the engine fixture by name
+    prompt = chat_prompt("<video>", QUESTION)
+    frames, metadata = noise_video(42, fps=2.0)
+    rid = new_report_id()
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+    settings = {"method": "sharp", "retention": 0.25}
+    req = engine_helpers.request(prompt, {"video": (frames, metadata)}, settings, rid)
+    (output,) = llm.generate([req], params, use_tqdm=False)
+    (inside,) = report(llm, rid)
+    ids = list(output.prompt_token_ids)
+    vllm_logprobs = torch.tensor(
+        [entry[token].logprob for entry, token in zip(output.prompt_logprobs[1:], ids[1:], strict=True)]
+    )
+
+    prefix, _, grid, t_scale, visual, _ = reference.prepare(prompt, frames, metadata["fps"])
+    kept = torch.tensor(inside["kept_indices"])
+    assert grid == inside["grid_thw"] and video_pads(output, llm.get_tokenizer()) == kept.numel() == 128
+    expected = reference.prompt_logprobs(ids, len(prefix), visual, kept, grid, t_scale)
+    torch.testing.assert_close(vllm_logprobs, expected, atol=tolerance, rtol=0)
 
 
 def test_engine_defaults_apply_and_request_values_win(sharp_llm_fp32):

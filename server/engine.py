@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from sharp_plugin import SCHEDULER, WORKER_EXTENSION
+from sharp_plugin import ARCHITECTURES, SCHEDULER, SHARP_FOR_STOCK, WORKER_EXTENSION
 from sharp_plugin.core import SharpSettingsError
 from sharp_plugin.vllm.bounded_store import BoundedStore
 from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report, merge_replies
@@ -92,7 +92,7 @@ class VLLMEngine:
 
         engine = settings.engine
         hf_overrides: dict[str, Any] = {
-            "architectures": [engine.architecture],
+            "architectures": [engine.architecture or sharp_architecture(engine.model)],
             "sharp_vision_cache_mb": engine.vision_cache_mb,
         }
         if settings.sharp:
@@ -170,6 +170,24 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+def sharp_architecture(model: str) -> str:
+    """The ShaRP class for a model, from the architecture its config.json names (a local
+    directory or a hub id): the stock class's ShaRP counterpart, or the ShaRP class a
+    checkpoint already names (the proxy model ships so). Refuses any other, by name."""
+    from transformers import AutoConfig
+
+    stock = (AutoConfig.from_pretrained(model).architectures or ["(none)"])[0]
+    if stock in ARCHITECTURES:
+        return stock
+    if stock not in SHARP_FOR_STOCK:
+        supported = ", ".join(sorted(SHARP_FOR_STOCK))
+        raise ValueError(
+            f"engine.model: {model} is a {stock}; ShaRP serves {supported} "
+            "(or set engine.architecture to a registered ShaRP class)"
+        )
+    return SHARP_FOR_STOCK[stock]
 
 
 def _first_stage_layers(num_layers: int, pipeline_stages: int) -> int:

@@ -22,12 +22,15 @@ class _Section(BaseModel):
 
 class EngineSettings(_Section):
     """What vLLM's AsyncLLM is built with: every field but `architecture`,
-    `vision_cache_mb` and `extra_engine_args` is the AsyncEngineArgs field of the same name. Scaling past one
-    GPU is vLLM's own tensor, pipeline and data parallelism (Ray for several hosts)."""
+    `vision_cache_mb` and `extra_engine_args` is the AsyncEngineArgs field of the same name.
+    Scaling past one GPU is vLLM's own tensor, pipeline and data parallelism (Ray for
+    several hosts)."""
 
     model: str
     served_model_name: str | None = None
-    architecture: str = "SharpQwen2_5_VLForConditionalGeneration"
+    # The ShaRP class to serve the model with; unset: the one for the architecture in
+    # the model's config.json (sharp_plugin.SHARP_FOR_STOCK).
+    architecture: str | None = None
     # The worker's vision-tower cache by video content (follow-up questions on a known
     # video skip the tower), per GPU, reserved by vLLM's memory profile; 0 turns it off.
     vision_cache_mb: int = Field(512, ge=0, le=1 << 20)

@@ -14,6 +14,12 @@ ARCHITECTURES = {
     ),
 }
 
+# The stock architecture each ShaRP class serves: what a server picks from a model's
+# config.json.
+SHARP_FOR_STOCK = {
+    "Qwen2_5_VLForConditionalGeneration": "SharpQwen2_5_VLForConditionalGeneration",
+}
+
 WORKER_EXTENSION = "sharp_plugin.vllm.reports.SharpWorkerExtension"
 # The encoder budget counts unpruned tokens (see sharp_plugin/vllm/scheduler.py).
 SCHEDULER = "sharp_plugin.vllm.scheduler.SharpScheduler"

@@ -24,7 +24,7 @@ from sharp_plugin.core.selection import uniform_indices
 
 from . import positions
 from .bounded_store import BoundedStore
-from .processor import ITEM_FIELDS, PROFILE_KEY, read_item
+from .processor import IMAGE_HASH_FIELD, ITEM_FIELDS, PROFILE_KEY, read_item
 from .reports import WORKER_REPORTS
 from .scoring_pass import DecoderScoringPass, ItemLayout
 
@@ -39,6 +39,9 @@ _PROFILE_QUERY_TOKENS = 64
 # The vision tower's output, cached by video content: 512 MiB holds about 17 videos of
 # N = 4096 tokens at Qwen2.5-VL-7B's width (3584, bf16). Reserved by the memory profile.
 _VISION_CACHE_MB = 512
+# What each recent media item contributes to the prompt (kept embeddings and positions),
+# by cache hash: a later video's scoring pass puts the media before it in its context.
+_MEDIA_CONTEXT_BYTES = 128 << 20
 
 
 def enable_pruning_path(vllm_config) -> None:
@@ -85,6 +88,9 @@ class SharpModelMixin:
         # `sharp_vision_cache_mb` in the HF config (--hf-overrides), 0 turns it off.
         megabytes = getattr(self.config, "sharp_vision_cache_mb", _VISION_CACHE_MB)
         self._sharp_vision_cache_bytes = int(megabytes) << 20
+        self._sharp_media_context: BoundedStore[tuple[torch.Tensor, torch.Tensor, int]] = BoundedStore(
+            max_bytes=_MEDIA_CONTEXT_BYTES, size_of=lambda entry: _tensor_bytes(entry[0])
+        )
         self._sharp_vision_cache: BoundedStore[torch.Tensor] | None = (
             BoundedStore(max_bytes=self._sharp_vision_cache_bytes, size_of=_tensor_bytes)
             if self._sharp_vision_cache_bytes > 0
@@ -94,15 +100,21 @@ class SharpModelMixin:
     # ---- embed_multimodal -------------------------------------------------------------
     def embed_multimodal(self, **kwargs: object):
         fields = {name: kwargs.pop(name, None) for name in ITEM_FIELDS}
+        image_rows = kwargs.pop(IMAGE_HASH_FIELD, None)
         by_modality = self._parse_and_validate_multimodal_inputs(**kwargs)
         merge = self._sharp_spatial_merge_size()
         out: tuple[torch.Tensor, ...] = ()
         for modality, media_input in by_modality.items():
             if modality == "image":
                 grids = media_input["image_grid_thw"].tolist()
-                for emb, grid in zip(self._process_image_input(media_input), grids, strict=True):
+                embeddings = self._process_image_input(media_input)
+                for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True)):
                     item_positions = positions.media_positions(grid, merge, 1.0)
-                    out += (positions.encode_kept(emb, item_positions, torch.arange(emb.shape[0])),)
+                    everything = torch.arange(emb.shape[0])
+                    if image_rows is not None:
+                        image_hash = read_item(image_rows[index])["mm_hash"]
+                        self._remember_media(image_hash, emb, item_positions, everything)
+                    out += (positions.encode_kept(emb, item_positions, everything),)
             elif modality == "video":
                 grids = media_input["video_grid_thw"].tolist()
                 per_item = [_item_fields(fields, index) for index in range(len(grids))]
@@ -153,10 +165,12 @@ class SharpModelMixin:
             self._profile_selection(visual, grid, item_positions, fields)
         started = time.perf_counter()
         fallback = None
-        prior_status: list[str] = []  # "computed" or "cached", if a black prior was used
+        # "prior": computed or cached, if a black prior was used; "context_missing":
+        # earlier media items this worker no longer held for the scoring pass.
+        notes: dict[str, Any] = {}
         try:
             selection = self._run_selection(
-                settings, visual, grid, t_scale, item_positions, item, fields, prior_status
+                settings, visual, grid, t_scale, item_positions, item, fields, notes
             )
             if item is not None and selection.kept.numel() != item["num_kept"]:
                 raise RuntimeError(
@@ -173,6 +187,8 @@ class SharpModelMixin:
             kept = uniform_indices(num_tokens, item["num_kept"]) if item else torch.arange(num_tokens)
             selection = Selection(kept, num_tokens, scored=False)
         scoring_ms = (time.perf_counter() - started) * 1e3 if selection.scored else 0.0
+        if item is not None and not item.get(PROFILE_KEY):
+            self._remember_media(item.get("mm_hash"), visual, item_positions, selection.kept)
         if item is not None and item.get("mm_hash"):
             WORKER_REPORTS.put(
                 item["mm_hash"],
@@ -182,39 +198,84 @@ class SharpModelMixin:
                     scoring_ms,
                     grid,
                     fallback,
-                    prior_status[-1] if prior_status else None,
+                    notes,
                     vision_cached,
                 ),
             )
         return positions.encode_kept(visual, item_positions, selection.kept)
 
     def _run_selection(
-        self, settings, visual, grid, t_scale, item_positions, item, fields, prior_status: list[str]
+        self, settings, visual, grid, t_scale, item_positions, item, fields, notes: dict[str, Any]
     ) -> Selection:
         scoring_pass = black_prior = None
         if settings.needs_scoring_pass:
             prefix, suffix = fields["sharp_prefix_ids"], fields["sharp_suffix_ids"]
-            layout = self._layout(grid, item_positions, prefix, suffix, item["query_from"])
+            context = item.get("context", [])
+            layout = self._layout(grid, item_positions, prefix, suffix, item["query_from"], context, notes)
             scoring_pass = self._scoring_pass(settings.prune_layer, layout)
 
             def black_prior(segment_groups: int) -> torch.Tensor:
+                generic = item.get("prior")
                 prior, cached = self._black_prior(
-                    grid, t_scale, item_positions, settings, layout, item.get("prior"), fields, segment_groups
+                    grid, t_scale, item_positions, settings, layout, generic, fields, segment_groups, context
                 )
-                prior_status.append("cached" if cached else "computed")
+                notes["prior"] = "cached" if cached else "computed"
                 return prior
 
         return select_tokens(settings, visual, scoring_pass, black_prior)
 
-    def _layout(self, grid, item_positions, prefix_ids, suffix_ids, query_from: int) -> ItemLayout:
+    def _layout(
+        self, grid, item_positions, prefix_ids, suffix_ids, query_from: int, context=(), notes=None
+    ) -> ItemLayout:
+        """The scoring pass's sequence for one video. Each media slot in the prefix (one
+        placeholder token per earlier item, see the processor's `_split_prompt`) becomes
+        what that item put in the prompt, at its prompt positions, when this worker still
+        holds it (`_sharp_media_context`); a slot it no longer holds is left out and
+        counted in `notes["context_missing"]`."""
         merge = self._sharp_spatial_merge_size()
+        media_ids = (self.config.image_token_id, self.config.video_token_id)
+        hashes = iter(context)
+        ids: list[int] = []
+        media: list[tuple[int, torch.Tensor]] = []
+        columns: list[torch.Tensor] = []
+        next_position, text_run, missing = 0, 0, 0
+        for token in prefix_ids.tolist():
+            if token not in media_ids:
+                ids.append(token)
+                text_run += 1
+                continue
+            columns.append(torch.arange(next_position, next_position + text_run).expand(3, -1))
+            next_position, text_run = next_position + text_run, 0
+            key = next(hashes, None)
+            stored = self._sharp_media_context.get(key) if key else None
+            if stored is None:
+                missing += 1
+                continue
+            rows, rows_positions, next_offset = stored
+            media.append((len(ids), rows))
+            ids.append(token)
+            columns.append(rows_positions.T + next_position)
+            next_position += next_offset
+        columns.append(torch.arange(next_position, next_position + text_run).expand(3, -1))
+        if notes is not None:
+            notes["context_missing"] = missing
+        prefix_positions = torch.cat(columns, dim=1)
         return ItemLayout(
-            prefix_ids=prefix_ids,
+            prefix_ids=torch.tensor(ids, dtype=torch.long) if media or missing else prefix_ids,
             suffix_ids=suffix_ids,
             query_from=query_from,
-            positions=_sequence_positions(len(prefix_ids), item_positions, len(suffix_ids)),
+            positions=_sequence_positions(prefix_positions, item_positions, len(suffix_ids)),
             tokens_per_group=(grid[1] // merge) * (grid[2] // merge),
+            prefix_media=tuple(media),
         )
+
+    def _remember_media(self, mm_hash, embeddings, item_positions, kept) -> None:
+        """Keep what an item put in the prompt (its kept rows, their positions, the text
+        offset after it) for the scoring pass of a later video in the same prompt."""
+        if mm_hash:
+            next_offset = int(item_positions.max()) + 1 if item_positions.numel() else 0
+            rows = embeddings[kept.to(embeddings.device, non_blocking=True)]
+            self._sharp_media_context.put(mm_hash, (rows, item_positions[kept], next_offset))
 
     def _scoring_pass(self, prune_layer: int, layout: ItemLayout) -> DecoderScoringPass:
         decoder = self._sharp_decoder()
@@ -232,7 +293,7 @@ class SharpModelMixin:
         # A query as long as a typical question; the token ids do not matter for memory.
         prefix = torch.zeros(0, dtype=torch.long)
         suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
-        layout = self._layout(grid, item_positions, prefix, suffix, query_from=1)
+        layout = self._layout(grid, item_positions, prefix, suffix, query_from=1)  # no earlier media
         scoring_pass = self._scoring_pass(settings.prune_layer, layout)
 
         def black_prior(segment_groups: int) -> torch.Tensor:
@@ -242,7 +303,16 @@ class SharpModelMixin:
         select_tokens(settings, visual, scoring_pass, black_prior)
 
     def _black_prior(
-        self, grid, t_scale, item_positions, settings, layout, generic_query, fields, segment_groups
+        self,
+        grid,
+        t_scale,
+        item_positions,
+        settings,
+        layout,
+        generic_query,
+        fields,
+        segment_groups,
+        context=(),
     ) -> tuple[torch.Tensor, bool]:
         """Scores of an all-black video with the same layout, scored by the request's own
         prompt text or, with `prior_query: generic`, by the processor's fixed generic chat
@@ -254,10 +324,11 @@ class SharpModelMixin:
                 generic_query["suffix"],
                 generic_query["query_from"],
             )
-        else:
+        else:  # the request's own text, and the earlier media its layout holds
             prefix, suffix = layout.prefix_ids.tolist(), layout.suffix_ids.tolist()
             query_from = layout.query_from
         key = (
+            tuple(context) if generic_query is None else (),
             tuple(grid),
             t_scale,
             settings.prune_layer,
@@ -324,17 +395,18 @@ def _item_fields(fields: dict[str, Any], index: int) -> dict[str, Any]:
     return {name: (value[index] if value is not None else None) for name, value in fields.items()}
 
 
-def _sequence_positions(num_prefix: int, item_positions: torch.Tensor, num_suffix: int) -> torch.Tensor:
-    """Positions of [prefix | video | suffix] as in the real prompt. # [3, L] long"""
-    prefix = torch.arange(num_prefix).expand(3, -1)
-    video = item_positions.T + num_prefix
-    start = int(video.max()) + 1 if video.numel() else num_prefix
-    suffix = torch.arange(num_suffix).expand(3, -1) + start
+def _sequence_positions(prefix: torch.Tensor, item_positions: torch.Tensor, num_suffix: int) -> torch.Tensor:
+    """Positions of [prefix | video | suffix] as in the real prompt, given the prefix's
+    own (# [3, P]: text from 0, media at their prompt positions). # [3, L] long"""
+    start = int(prefix.max()) + 1 if prefix.numel() else 0
+    video = item_positions.T + start
+    after = int(video.max()) + 1 if video.numel() else start
+    suffix = torch.arange(num_suffix).expand(3, -1) + after
     return torch.cat([prefix, video, suffix], dim=1)
 
 
 def _report(
-    settings, selection: Selection, scoring_ms, grid, fallback, prior, vision_cached
+    settings, selection: Selection, scoring_ms, grid, fallback, notes, vision_cached
 ) -> dict[str, Any]:
     num_tokens, kept = selection.num_tokens, selection.kept
     return {
@@ -350,6 +422,8 @@ def _report(
         # encoder-cache hit (which runs none) by whether it has seen this id before.
         "selection_id": uuid.uuid4().hex,
         "fallback": fallback,  # None, or why the selection fell back to uniform
-        "prior": prior,  # None (no black prior), "computed", or "cached"
+        "prior": notes.get("prior"),  # None (no black prior), "computed", or "cached"
+        # Earlier media items left out of the scoring pass (no longer held by the worker).
+        "context_missing": notes.get("context_missing", 0),
         "vision_cached": vision_cached,  # the vision tower's output came from the content cache
     }

@@ -56,6 +56,8 @@ _PROFILE_TOKEN = secrets.token_hex(16)
 GENERIC_QUESTION = "What happens in this video?"
 
 ITEM_FIELDS = ("sharp_item", "sharp_prefix_ids", "sharp_suffix_ids", "sharp_black_pixels")
+# Per image: its cache hash (a JSON row), so a later video's scoring pass can find it.
+IMAGE_HASH_FIELD = "sharp_image_hash"
 
 
 def strip_sharp(kwargs: Mapping[str, object]) -> dict[str, object]:
@@ -64,7 +66,9 @@ def strip_sharp(kwargs: Mapping[str, object]) -> dict[str, object]:
     return {k: v for k, v in kwargs.items() if k != SHARP_KWARG}
 
 
-def item_identity(settings: SharpSettings, prefix: Sequence[int], suffix: Sequence[int]) -> dict:
+def item_identity(
+    settings: SharpSettings, prefix: Sequence[int], suffix: Sequence[int], context: Sequence[str] = ()
+) -> dict:
     """What the selection of one video depends on, besides its pixels.
 
     Only the scoring methods read the prompt text; `none` and retention 1.0 keep
@@ -76,7 +80,31 @@ def item_identity(settings: SharpSettings, prefix: Sequence[int], suffix: Sequen
     if settings.needs_scoring_pass:
         identity["prefix"] = list(prefix)
         identity["suffix"] = list(suffix)
+        if context:
+            identity["context"] = list(context)
     return identity
+
+
+def _earlier_hashes(
+    order: list[str], video_index: int, image_hashes: list[str], video_hashes: list[str]
+) -> list[str]:
+    """Cache hashes of the media items before the `video_index`-th video, in prompt order
+    (earlier videos by their ShaRP hash, which `video_hashes` holds so far)."""
+    seen = {"image": 0, "video": 0}
+    context = []
+    for kind in order:
+        if kind == "video" and seen["video"] == video_index:
+            break
+        hashes = image_hashes if kind == "image" else video_hashes
+        if seen[kind] < len(hashes):
+            context.append(hashes[seen[kind]])
+        seen[kind] += 1
+    return context
+
+
+def _media_as_slots(tokens: Sequence[int], media: set[int]) -> list[int]:
+    """The tokens with each run of one media placeholder collapsed to a single slot token."""
+    return [t for i, t in enumerate(tokens) if t not in media or i == 0 or tokens[i - 1] != t]
 
 
 def canonical_settings(settings: SharpSettings) -> SharpSettings:
@@ -140,7 +168,9 @@ class SharpProcessorMixin:
                     )
         sharp = {_SETTINGS: canonical_settings(settings).model_dump(), _ITEMS: items, PROFILE_KEY: profiling}
         inputs = replace(inputs, hf_processor_mm_kwargs={**inputs.hf_processor_mm_kwargs, SHARP_KWARG: sharp})
-        sharp[_CONTENT], sharp[_HASHES] = self._hash_items(inputs, sharp)  # once; reused by the caching path
+        sharp[_CONTENT], sharp[_HASHES], contexts = self._hash_items(inputs, sharp)  # once; reused
+        for item, context in zip(items, contexts, strict=False):
+            item["context"] = context
         result = super().apply(inputs, timing_ctx)
         if report_id is not None:
             FRONTEND_RECORDS.put(report_id, self._frontend_record(settings, sharp[_HASHES]))
@@ -155,9 +185,9 @@ class SharpProcessorMixin:
         it in that turn, repeated right after the video (the scoring pass is our own, so
         the question can stand after the video there while the real prompt keeps it
         before). Query rows never consist of chat-template tokens alone: a prompt with
-        no user text around the video has `has_question` False. Earlier media items
-        are left out of the prefix, so the scoring pass sees the exact prompt positions
-        only when the video is the first media item (the usual single-video chat).
+        no user text around the video has `has_question` False. Each earlier media item
+        stays in the prefix as one slot token (its placeholder id), which the worker
+        fills with that item's embeddings (docs/method.md, "Earlier media").
         """
         config = self.info.get_hf_config()
         media = {config.video_token_id, config.image_token_id}
@@ -169,13 +199,14 @@ class SharpProcessorMixin:
             stop = index
             while stop < len(prompt) and prompt[stop] == config.video_token_id:
                 stop += 1  # tolerate an already expanded placeholder run
-            prefix = [t for t in prompt[:index] if t not in media]
+            prefix = _media_as_slots(prompt[:index], media)
             suffix = [t for t in prompt[stop:] if t not in media]
             query_from = 1 if suffix and suffix[0] == config.vision_end_token_id else 0
             after = self._turn_text_after(suffix[query_from:])
             before = self._turn_text_before(prefix)
             if not self._is_text(after) and self._is_text(before):
-                suffix = suffix[:query_from] + before + suffix[query_from:]
+                question = [t for t in before if t not in media]
+                suffix = suffix[:query_from] + question + suffix[query_from:]
             has_question = self._is_text(after) or self._is_text(before)
             items.append(
                 {"prefix": prefix, "suffix": suffix, "query_from": query_from, "has_question": has_question}
@@ -227,12 +258,14 @@ class SharpProcessorMixin:
             return {modality: list(h) for modality, h in sharp[_HASHES].items()}
         return self._hash_items(inputs, sharp)[1]
 
-    def _hash_items(self, inputs, sharp) -> tuple[list[str], dict]:
-        """(each video's content hash, the hashes vLLM's caches key items by).
+    def _hash_items(self, inputs, sharp) -> tuple[list[str], dict, list[list[str]]]:
+        """(each video's content hash, the hashes vLLM's caches key items by, each video's
+        context: the cache hashes of the media items before it, in prompt order).
 
         Content hashes cover the pixels, the other kwargs and media_io_kwargs, without
         `sharp`: images pass through untouched, so their cache entries stay shared across
-        settings. A pruned video's cache key adds what its selection depends on."""
+        settings. A pruned video's cache key adds what its selection depends on, the
+        media before it included (the scoring pass sees them)."""
         hashes = super()._get_mm_hashes(
             replace(inputs, hf_processor_mm_kwargs=strip_sharp(inputs.hf_processor_mm_kwargs))
         )
@@ -240,18 +273,29 @@ class SharpProcessorMixin:
         settings = SharpSettings.model_validate(sharp[_SETTINGS])
         items = sharp[_ITEMS]
         algorithm = self.info.ctx.get_mm_config().mm_hasher_algorithm
-        video_hashes = []
+        order = self._media_order(list(inputs.prompt))  # "image" / "video" per item, in prompt order
+        image_hashes = list(hashes.get("image", []))
+        video_hashes: list[str] = []
+        contexts: list[list[str]] = []
         for index, content_hash in enumerate(content):
             item = items[index] if index < len(items) else {"prefix": [], "suffix": []}
-            identity = item_identity(settings, item["prefix"], item["suffix"])
+            context = _earlier_hashes(order, index, image_hashes, video_hashes)
+            identity = item_identity(settings, item["prefix"], item["suffix"], context)
             video_hashes.append(
                 MultiModalHasher.hash_kwargs(algorithm, video=content_hash, sharp=identity)
                 if identity
                 else content_hash
             )
+            contexts.append(context)
         if video_hashes:
             hashes["video"] = video_hashes
-        return content, hashes
+        return content, hashes, contexts
+
+    def _media_order(self, prompt: list[int]) -> list[str]:
+        """The modality of each media placeholder run of a prompt, in order."""
+        config = self.info.get_hf_config()
+        kinds = {config.video_token_id: "video", config.image_token_id: "image"}
+        return [kinds[t] for i, t in enumerate(prompt) if t in kinds and (i == 0 or prompt[i - 1] != t)]
 
     def _get_cache_missing_processor_kwargs(self, inputs, mm_is_cached):
         kwargs = dict(super()._get_cache_missing_processor_kwargs(inputs, mm_is_cached))
@@ -262,7 +306,12 @@ class SharpProcessorMixin:
         sharp = dict(sharp)
         sharp[_ITEMS] = [sharp[_ITEMS][i] for i in missing]
         sharp[_CONTENT] = [sharp[_CONTENT][i] for i in missing]
-        sharp[_HASHES] = {**sharp[_HASHES], "video": [sharp[_HASHES]["video"][i] for i in missing]}
+        missing_images = [i for i, cached in enumerate(mm_is_cached.get("image", [])) if not cached]
+        sharp[_HASHES] = {
+            **sharp[_HASHES],
+            "video": [sharp[_HASHES]["video"][i] for i in missing],
+            "image": [sharp[_HASHES]["image"][i] for i in missing_images],
+        }
         kwargs[SHARP_KWARG] = sharp
         return kwargs
 
@@ -272,6 +321,15 @@ class SharpProcessorMixin:
 
     def _postprocess_hf_mm_data(self, mm_inputs, hf_processor_mm_kwargs, processed):
         processed = super()._postprocess_hf_mm_data(mm_inputs, hf_processor_mm_kwargs, processed)
+        image_grid = processed.get("image_grid_thw")
+        if image_grid is not None:
+            # Each image's cache hash, so the worker can keep its embeddings for the
+            # scoring pass of a video after it.
+            image_hashes = (hf_processor_mm_kwargs.get(SHARP_KWARG) or {}).get(_HASHES, {}).get("image", [])
+            processed[IMAGE_HASH_FIELD] = [
+                _to_bytes_tensor({"mm_hash": image_hashes[i] if i < len(image_hashes) else None})
+                for i in range(len(image_grid))
+            ]
         grid = processed.get("video_grid_thw")
         if grid is None:
             return processed
@@ -310,6 +368,7 @@ class SharpProcessorMixin:
                     "num_tokens": num_tokens,
                     "num_kept": kept_count(settings.retention, num_tokens) if settings.prunes else num_tokens,
                     "query_from": item["query_from"] if scoring else 0,
+                    "context": item.get("context", []) if scoring else [],
                     "prior": self._generic_prior_query if scoring and generic_prior else None,
                     PROFILE_KEY: bool(sharp.get(PROFILE_KEY)),
                 }
@@ -327,6 +386,8 @@ class SharpProcessorMixin:
         for name in ITEM_FIELDS:
             if name in hf_inputs:
                 config[name] = MultiModalFieldConfig.batched("video", keep_on_cpu=True)
+        if IMAGE_HASH_FIELD in hf_inputs:
+            config[IMAGE_HASH_FIELD] = MultiModalFieldConfig.batched("image", keep_on_cpu=True)
         return config
 
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):

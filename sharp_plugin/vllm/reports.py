@@ -74,6 +74,7 @@ def join_report(
                 "fallback": decision.get("fallback"),
                 "prior": decision.get("prior"),
                 "vision_cached": decision.get("vision_cached"),
+                "context_missing": decision.get("context_missing"),
             }
         )
     return joined

@@ -44,6 +44,10 @@ class ItemLayout:
     query_from: int  # first suffix row that is a query row (skips <|vision_end|>)
     positions: torch.Tensor  # [3, P + N + S] long: the real prompt's M-RoPE positions
     tokens_per_group: int  # visual tokens per temporal group (H * W after merging)
+    # Earlier media items in the prefix: (row of prefix_ids holding the item's slot token,
+    # its embeddings [m, D]); each slot row is replaced by those rows. `positions` counts
+    # the replaced rows.
+    prefix_media: tuple[tuple[int, torch.Tensor], ...] = ()
 
 
 class DecoderScoringPass:
@@ -68,7 +72,7 @@ class DecoderScoringPass:
         # Host-to-device copies are non_blocking: a blocking one waits for the device to
         # finish everything queued before it (here, the vision tower), so the host could
         # not queue this pass's kernels behind it. Nothing here copies device to host.
-        prefix = embed(layout.prefix_ids.to(device, non_blocking=True))
+        prefix = _with_media(embed(layout.prefix_ids.to(device, non_blocking=True)), layout.prefix_media)
         suffix = embed(layout.suffix_ids.to(device, non_blocking=True))
         # Fresh tensors: fused RMSNorm with a residual updates its inputs in place.
         x = torch.cat([prefix, visual.to(prefix.dtype), suffix], dim=0)  # [L, D]
@@ -105,6 +109,18 @@ class DecoderScoringPass:
             h, residual = layer.post_attention_layernorm(out, residual)
             x = torch.cat([layer.mlp(h[i : i + _MLP_ROW_BLOCK]) for i in range(0, seq_len, _MLP_ROW_BLOCK)])
         raise AssertionError("unreachable: the loop returns at prune_layer")
+
+
+def _with_media(prefix: torch.Tensor, media: tuple[tuple[int, torch.Tensor], ...]) -> torch.Tensor:
+    """The prefix embeddings with each media slot row replaced by that item's rows."""
+    if not media:
+        return prefix
+    pieces, start = [], 0
+    for slot, rows in media:
+        pieces += [prefix[start:slot], rows.to(device=prefix.device, dtype=prefix.dtype)]
+        start = slot + 1
+    pieces.append(prefix[start:])
+    return torch.cat(pieces)
 
 
 def _project_qkv(attn: nn.Module, h: torch.Tensor, positions: torch.Tensor):

@@ -53,6 +53,28 @@ def test_each_video_of_a_request_is_pruned_with_its_own_count(sharp_llm):
     assert [(e["video_tokens"], e["video_tokens_kept"]) for e in entries] == [(512, 128), (256, 64)]
 
 
+def test_each_video_selection_sees_the_media_before_it(sharp_llm):
+    """With two videos, or an image then a video, a video's scoring pass has the earlier
+    item in its context: changing only the earlier item changes the later selection
+    (before, earlier media were dropped from the scoring pass and it could not)."""
+    settings = {"method": "fastv", "retention": 0.25}
+    later = noise_video(51)
+
+    def later_selection(prompt, media, earlier_key):
+        rid = new_report_id()
+        generate(sharp_llm, request(prompt, {**media, earlier_key[0]: earlier_key[1]}, settings, rid))
+        entries = report(sharp_llm, rid)
+        assert entries[-1]["context_missing"] == 0
+        return entries[-1]["kept_indices"]
+
+    two_videos = chat_prompt("<video>", "<video>", "What happens?")
+    a, b = (later_selection(two_videos, {}, ("video", [noise_video(seed), later])) for seed in (52, 53))
+    assert a != b
+    image_first = chat_prompt("<image>", "<video>", "What happens?")
+    a, b = (later_selection(image_first, {"video": later}, ("image", noise_image(seed))) for seed in (54, 55))
+    assert a != b
+
+
 def test_report_crosses_the_process_boundary(sharp_llm):
     rid_sharp, rid_uniform = new_report_id(), new_report_id()
     generate(

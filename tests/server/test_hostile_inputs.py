@@ -185,6 +185,12 @@ def test_hostile_requests_are_4xx_and_the_engine_keeps_serving(server, video_par
             "image_url",
         ),
         ("too many stop strings", ask(server, video_part, stop=["x"] * 17), 400, "stop"),
+        (
+            "ShaRP with no user text around the video",
+            ask(server, video_part, text=" ", sharp={"retention": 0.25}),
+            400,
+            "sharp.method",
+        ),
         ("declared body over the cap", declared_too_large(url), 413, None),
     ]
     for what, response, status, param in cases:

@@ -169,6 +169,8 @@ class SharpProcessorMixin:
         sharp = {_SETTINGS: canonical_settings(settings).model_dump(), _ITEMS: items, PROFILE_KEY: profiling}
         inputs = replace(inputs, hf_processor_mm_kwargs={**inputs.hf_processor_mm_kwargs, SHARP_KWARG: sharp})
         sharp[_CONTENT], sharp[_HASHES], contexts = self._hash_items(inputs, sharp)  # once; reused
+        # One context per video of the data; a prompt whose placeholders do not match the
+        # data is vLLM's to refuse, so a length mismatch is not an error here.
         for item, context in zip(items, contexts, strict=False):
             item["context"] = context
         result = super().apply(inputs, timing_ctx)
@@ -177,8 +179,8 @@ class SharpProcessorMixin:
         return result
 
     def _split_prompt(self, prompt: list[int]) -> list[dict[str, Any]]:
-        """Per video placeholder: the scoring pass's text before and after it (other media
-        dropped) and where its query rows start.
+        """Per video placeholder: the scoring pass's prompt before it (earlier media as slot
+        tokens) and after it (later media dropped), and where its query rows start.
 
         The query rule (docs/method.md, "Query rows"): the query is the user's text
         after the video, in the same turn; when there is none, the user's text before

@@ -36,6 +36,10 @@ class _EncoderWorkBudget:
 
     max_num_encoder_input_tokens: int
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sharp_unpruned_counts: BoundedStore[int] = BoundedStore(_COUNT_CACHE_ENTRIES)
+
     def _try_schedule_encoder_inputs(
         self,
         request,
@@ -71,8 +75,7 @@ class _EncoderWorkBudget:
     def _unpruned_count(self, feature) -> int:
         """Visual tokens the encoder computes for this item: the ShaRP item row's count,
         or the placeholder count for anything else (images, unpruned models)."""
-        cache = self.__dict__.setdefault("_sharp_unpruned_counts", BoundedStore(_COUNT_CACHE_ENTRIES))
-        count = cache.get(feature.identifier)
+        count = self._sharp_unpruned_counts.get(feature.identifier)
         if count is None:
             data = feature.data
             row = data.get("sharp_item") if data is not None else None
@@ -80,7 +83,7 @@ class _EncoderWorkBudget:
                 count = read_item(row.data)["num_tokens"]
             else:
                 count = feature.mm_position.get_num_embeds()
-            cache.put(feature.identifier, count)
+            self._sharp_unpruned_counts.put(feature.identifier, count)
         return count
 
 

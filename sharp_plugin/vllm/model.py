@@ -111,10 +111,11 @@ class SharpModelMixin:
                 for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True)):
                     item_positions = positions.media_positions(grid, merge, 1.0)
                     everything = torch.arange(emb.shape[0])
+                    encoded = positions.encode_kept(emb, item_positions, everything)
                     if image_rows is not None:
                         image_hash = read_item(image_rows[index])["mm_hash"]
-                        self._remember_media(image_hash, emb, item_positions, everything)
-                    out += (positions.encode_kept(emb, item_positions, everything),)
+                        self._remember_media(image_hash, encoded, item_positions, everything)
+                    out += (encoded,)
             elif modality == "video":
                 grids = media_input["video_grid_thw"].tolist()
                 per_item = [_item_fields(fields, index) for index in range(len(grids))]
@@ -187,8 +188,9 @@ class SharpModelMixin:
             kept = uniform_indices(num_tokens, item["num_kept"]) if item else torch.arange(num_tokens)
             selection = Selection(kept, num_tokens, scored=False)
         scoring_ms = (time.perf_counter() - started) * 1e3 if selection.scored else 0.0
+        encoded = positions.encode_kept(visual, item_positions, selection.kept)
         if item is not None and not item.get(PROFILE_KEY):
-            self._remember_media(item.get("mm_hash"), visual, item_positions, selection.kept)
+            self._remember_media(item.get("mm_hash"), encoded, item_positions, selection.kept)
         if item is not None and item.get("mm_hash"):
             WORKER_REPORTS.put(
                 item["mm_hash"],
@@ -202,7 +204,7 @@ class SharpModelMixin:
                     vision_cached,
                 ),
             )
-        return positions.encode_kept(visual, item_positions, selection.kept)
+        return encoded
 
     def _run_selection(
         self, settings, visual, grid, t_scale, item_positions, item, fields, notes: dict[str, Any]
@@ -261,7 +263,7 @@ class SharpModelMixin:
             notes["context_missing"] = missing
         prefix_positions = torch.cat(columns, dim=1)
         return ItemLayout(
-            prefix_ids=torch.tensor(ids, dtype=torch.long) if media or missing else prefix_ids,
+            prefix_ids=torch.tensor(ids, dtype=torch.long),
             suffix_ids=suffix_ids,
             query_from=query_from,
             positions=_sequence_positions(prefix_positions, item_positions, len(suffix_ids)),
@@ -269,13 +271,15 @@ class SharpModelMixin:
             prefix_media=tuple(media),
         )
 
-    def _remember_media(self, mm_hash, embeddings, item_positions, kept) -> None:
+    def _remember_media(self, mm_hash, encoded, item_positions, kept) -> None:
         """Keep what an item put in the prompt (its kept rows, their positions, the text
-        offset after it) for the scoring pass of a later video in the same prompt."""
+        offset after it) for the scoring pass of a later video in the same prompt.
+        `encoded` is the item's output (encode_kept): its embedding columns are kept as a
+        view, so nothing is gathered or copied a second time."""
         if mm_hash:
-            next_offset = int(item_positions.max()) + 1 if item_positions.numel() else 0
-            rows = embeddings[kept.to(embeddings.device, non_blocking=True)]
-            self._sharp_media_context.put(mm_hash, (rows, item_positions[kept], next_offset))
+            rows = encoded[:, : -positions.NUM_CHANNELS]
+            entry = (rows, item_positions[kept], positions.next_text_offset(item_positions))
+            self._sharp_media_context.put(mm_hash, entry)
 
     def _scoring_pass(self, prune_layer: int, layout: ItemLayout) -> DecoderScoringPass:
         decoder = self._sharp_decoder()

@@ -43,6 +43,12 @@ def media_positions(grid_thw: Sequence[int], spatial_merge_size: int, t_scale: f
     return torch.from_numpy(merged.T.copy())
 
 
+def next_text_offset(item_positions: torch.Tensor) -> int:
+    """Where the text after an item starts, relative to the item's first position: its
+    whole grid's max + 1, whichever tokens are kept. item_positions # [N, 3]"""
+    return int(item_positions.max()) + 1 if item_positions.numel() else 0
+
+
 def encode_kept(embeddings: torch.Tensor, item_positions: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     """Embeddings of the kept rows, with their original positions appended.
 
@@ -51,7 +57,7 @@ def encode_kept(embeddings: torch.Tensor, item_positions: torch.Tensor, kept: to
     item so it does not depend on which tokens survived.
     """
     kept_positions = item_positions[kept]  # [k, 3]
-    next_text = int(item_positions.max()) + 1 if item_positions.numel() else 0
+    next_text = next_text_offset(item_positions)
     values = torch.cat(
         [kept_positions, torch.full((kept.numel(), 1), next_text, dtype=torch.long)], dim=1
     )  # [k, 4]

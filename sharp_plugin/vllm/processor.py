@@ -204,12 +204,13 @@ class SharpProcessorMixin:
             prefix = _media_as_slots(prompt[:index], media)
             suffix = [t for t in prompt[stop:] if t not in media]
             query_from = 1 if suffix and suffix[0] == config.vision_end_token_id else 0
-            after = self._turn_text_after(suffix[query_from:])
+            asked_after = self._is_text(self._turn_text_after(suffix[query_from:]))
             before = self._turn_text_before(prefix)
-            if not self._is_text(after) and self._is_text(before):
+            asked_before = self._is_text(before)
+            if asked_before and not asked_after:
                 question = [t for t in before if t not in media]
                 suffix = suffix[:query_from] + question + suffix[query_from:]
-            has_question = self._is_text(after) or self._is_text(before)
+            has_question = asked_after or asked_before
             items.append(
                 {"prefix": prefix, "suffix": suffix, "query_from": query_from, "has_question": has_question}
             )
@@ -297,7 +298,7 @@ class SharpProcessorMixin:
         """The modality of each media placeholder run of a prompt, in order."""
         config = self.info.get_hf_config()
         kinds = {config.video_token_id: "video", config.image_token_id: "image"}
-        return [kinds[t] for i, t in enumerate(prompt) if t in kinds and (i == 0 or prompt[i - 1] != t)]
+        return [kinds[t] for t in _media_as_slots(prompt, set(kinds)) if t in kinds]
 
     def _get_cache_missing_processor_kwargs(self, inputs, mm_is_cached):
         kwargs = dict(super()._get_cache_missing_processor_kwargs(inputs, mm_is_cached))

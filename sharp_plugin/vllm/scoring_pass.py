@@ -1,5 +1,6 @@
 """The scoring pass: the loaded model's own first K decoder layers, run outside vLLM's
-forward over [prefix | visual | query] for one video, scoring at layer K.
+forward over [prefix | visual | query] for each video, scoring at layer K. The videos
+embedded in one step are scored together (`score_together`).
 
 It calls the layers' submodules directly. Only `Attention` needs vLLM's forward context
 (it reads the KV cache), so attention itself is plain matmuls here; norms, projections,
@@ -14,6 +15,7 @@ so every rank selects the same tokens.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +53,8 @@ class ItemLayout:
 
 
 class DecoderScoringPass:
-    """ScoringPass (see sharp_plugin.core.policy) over a Qwen2-style decoder stack."""
+    """ScoringPass (see sharp_plugin.core.policy) over a Qwen2-style decoder stack, for
+    one video."""
 
     def __init__(
         self,
@@ -65,50 +68,120 @@ class DecoderScoringPass:
         self.layout = layout
         self.tp_size = tp_size
 
-    @torch.inference_mode()
     def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
-        layout, device = self.layout, visual.device
-        embed = self.decoder.embed_input_ids
+        (result,) = score_together(
+            self.decoder, self.prune_layer, [ScoringItem(self.layout, visual, segment_groups)], self.tp_size
+        )
+        return result
+
+
+@dataclass(frozen=True)
+class ScoringItem:
+    layout: ItemLayout
+    visual: torch.Tensor  # [N, D] the video's visual embeddings
+    segment_groups: int  # 0: causal; else temporal groups per segment (segment-aware mask)
+
+
+@torch.inference_mode()
+def score_together(
+    decoder: nn.Module, prune_layer: int, items: Sequence[ScoringItem], tp_size: int = 1
+) -> list[ScoringResult]:
+    """The scoring pass of several videos at once, each over its own [prefix | visual |
+    query] sequence, all scored at the same layer K.
+
+    The sequences are packed into one: norms, projections, rotary embedding and MLP run
+    as one call over all rows (on a GPU, one launch each instead of one per video, and
+    full-width GEMMs for short videos), while attention runs over each sequence's own
+    slice, so no row sees another video. Each result is what a pass over that video
+    alone gives, up to the rounding of a GEMM of a different height.
+    """
+    device = items[0].visual.device
+    embed = decoder.embed_input_ids
+    pieces, spans, position_columns = [], [], []
+    start = 0
+    for item in items:
+        layout = item.layout
         # Host-to-device copies are non_blocking: a blocking one waits for the device to
         # finish everything queued before it (here, the vision tower), so the host could
         # not queue this pass's kernels behind it. Nothing here copies device to host.
         prefix = _with_media(embed(layout.prefix_ids.to(device, non_blocking=True)), layout.prefix_media)
         suffix = embed(layout.suffix_ids.to(device, non_blocking=True))
-        # Fresh tensors: fused RMSNorm with a residual updates its inputs in place.
-        x = torch.cat([prefix, visual.to(prefix.dtype), suffix], dim=0)  # [L, D]
-        num_prefix, num_visual = prefix.shape[0], visual.shape[0]
-        seq_len = x.shape[0]
-        positions = layout.positions.to(device, non_blocking=True)
-        end = visibility_end(num_prefix, num_visual, suffix.shape[0], layout.tokens_per_group, segment_groups)
+        pieces += [prefix, item.visual.to(prefix.dtype), suffix]
+        num_prefix, num_visual, num_suffix = prefix.shape[0], item.visual.shape[0], suffix.shape[0]
+        length = num_prefix + num_visual + num_suffix
+        end = visibility_end(num_prefix, num_visual, num_suffix, layout.tokens_per_group, item.segment_groups)
+        spans.append(_Span(start, num_prefix, num_visual, length, layout.query_from, end))
+        position_columns.append(layout.positions)
+        start += length
+    # Fresh tensors: fused RMSNorm with a residual updates its inputs in place.
+    x = torch.cat(pieces, dim=0)  # [L, D], L summed over the videos
+    seq_len = x.shape[0]
+    positions = torch.cat(position_columns, dim=1).to(device, non_blocking=True)
 
-        residual = None
-        for index in range(self.prune_layer + 1):
-            layer = self.decoder.layers[index]
-            if residual is None:
-                residual = x
-                h = layer.input_layernorm(x)
-            else:
-                h, residual = layer.input_layernorm(x, residual)
-            attn = layer.self_attn
-            q, k, v = _project_qkv(attn, h, positions)  # [H, L, d], [H_kv, L, d] x2
-            if index == self.prune_layer:
-                rows = torch.arange(num_prefix + num_visual + layout.query_from, seq_len, device=device)
-                sums = _query_attention_sums(q, k, rows, attn.scaling)  # [L]
-                if self.tp_size > 1:
-                    from vllm.distributed import tensor_model_parallel_all_reduce
+    residual = None
+    for index in range(prune_layer + 1):
+        layer = decoder.layers[index]
+        if residual is None:
+            residual = x
+            h = layer.input_layernorm(x)
+        else:
+            h, residual = layer.input_layernorm(x, residual)
+        attn = layer.self_attn
+        q, k, v = _project_qkv(attn, h, positions)  # [H, L, d], [H_kv, L, d] x2
+        if index == prune_layer:
+            return _scores_at_layer_k(attn, q, k, residual, spans, tp_size)
+        outs = [_attention(q[:, s.rows], k[:, s.rows], v[:, s.rows], attn.scaling, s.end) for s in spans]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        out = out.transpose(0, 1).reshape(seq_len, -1)
+        out, _ = attn.o_proj(out)
+        h, residual = layer.post_attention_layernorm(out, residual)
+        x = torch.cat([layer.mlp(h[i : i + _MLP_ROW_BLOCK]) for i in range(0, seq_len, _MLP_ROW_BLOCK)])
+    raise AssertionError("unreachable: the loop returns at prune_layer")
 
-                    sums = tensor_model_parallel_all_reduce(sums)
-                total_heads = attn.num_heads * self.tp_size
-                scores = mean_visual_scores(sums, total_heads, rows.numel(), num_prefix, num_visual)
-                # residual is the hidden state entering layer K (after the fused add).
-                hidden = residual[num_prefix : num_prefix + num_visual]
-                return ScoringResult(scores, hidden)
-            out = _attention(q, k, v, attn.scaling, end)
-            out = out.transpose(0, 1).reshape(seq_len, -1)
-            out, _ = attn.o_proj(out)
-            h, residual = layer.post_attention_layernorm(out, residual)
-            x = torch.cat([layer.mlp(h[i : i + _MLP_ROW_BLOCK]) for i in range(0, seq_len, _MLP_ROW_BLOCK)])
-        raise AssertionError("unreachable: the loop returns at prune_layer")
+
+@dataclass(frozen=True)
+class _Span:
+    """One video's rows in the packed sequence."""
+
+    start: int
+    num_prefix: int
+    num_visual: int
+    length: int
+    query_from: int  # first suffix row that is a query row
+    end: torch.Tensor  # [length] long: each row's last visible column, within the span
+
+    @property
+    def first_query_row(self) -> int:  # within the span
+        return self.num_prefix + self.num_visual + self.query_from
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.start, self.start + self.length)
+
+    @property
+    def visual_rows(self) -> slice:
+        first = self.start + self.num_prefix
+        return slice(first, first + self.num_visual)
+
+
+def _scores_at_layer_k(attn, q, k, residual, spans: Sequence[_Span], tp_size: int) -> list[ScoringResult]:
+    """Each video's query attention to its visual tokens at layer K, and their hidden
+    states entering layer K (`residual`, after the fused add)."""
+    sums = []
+    for span in spans:
+        rows = torch.arange(span.first_query_row, span.length, device=q.device)
+        sums.append(_query_attention_sums(q[:, span.rows], k[:, span.rows], rows, attn.scaling))  # [L_i]
+    if tp_size > 1:  # one all-reduce for every video's per-head sums
+        from vllm.distributed import tensor_model_parallel_all_reduce
+
+        sums = tensor_model_parallel_all_reduce(torch.cat(sums)).split([span.length for span in spans])
+    total_heads = attn.num_heads * tp_size
+    results = []
+    for span, item_sums in zip(spans, sums, strict=True):
+        num_query = span.length - span.first_query_row
+        scores = mean_visual_scores(item_sums, total_heads, num_query, span.num_prefix, span.num_visual)
+        results.append(ScoringResult(scores, residual[span.visual_rows]))
+    return results
 
 
 def _with_media(prefix: torch.Tensor, media: tuple[tuple[int, torch.Tensor], ...]) -> torch.Tensor:

@@ -124,6 +124,12 @@ class SharpVideoReport(BaseModel):
     # True when the vision tower's output came from the worker's content cache (a known
     # video asked about again): the tower did not run for this request.
     vision_cached: bool | None = None
+    # Media items before the video that its scoring pass left out: the worker no longer
+    # held them (docs/method.md, "Earlier media"). None for a cached selection.
+    context_missing: int | None = None
+    # How many videos' scoring passes ran as one packed pass with this one (1: alone; 0:
+    # no scoring pass). None for a cached selection.
+    scored_with: int | None = None
 
 
 class SharpReport(BaseModel):

@@ -159,6 +159,8 @@ class _Run:
                 cached=bool(e.get("cached")), fallback=e.get("fallback"),
                 prior=None if e.get("cached") else e.get("prior"),
                 vision_cached=None if e.get("cached") else e.get("vision_cached"),
+                context_missing=None if e.get("cached") else e.get("context_missing"),
+                scored_with=None if e.get("cached") else e.get("scored_with"),
             )
             for e, decoded in zip(entries, self.media.videos, strict=False)
         ]  # fmt: skip

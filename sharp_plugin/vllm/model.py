@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,14 +20,14 @@ from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.logger import init_logger
 from vllm.model_executor.models.utils import PPMissingLayer
 
-from sharp_plugin.core import NO_PRUNING, Selection, SharpSettings, select_tokens
+from sharp_plugin.core import NO_PRUNING, ScoringResult, Selection, SharpSettings, select_tokens
 from sharp_plugin.core.selection import uniform_indices
 
 from . import positions
 from .bounded_store import BoundedStore
 from .processor import IMAGE_HASH_FIELD, ITEM_FIELDS, PROFILE_KEY, read_item
 from .reports import WORKER_REPORTS
-from .scoring_pass import DecoderScoringPass, ItemLayout
+from .scoring_pass import DecoderScoringPass, ItemLayout, ScoringItem, score_together
 
 logger = init_logger(__name__)
 
@@ -76,6 +77,10 @@ class SharpModelMixin:
     def _sharp_embed_black_video(self, grid_thw: Sequence[int], black_row: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _sharp_video_subset(self, video_input, indices: Sequence[int]):
+        """The same kind of video input, holding only the videos at `indices`."""
+        raise NotImplementedError
+
     # ---- setup ------------------------------------------------------------------------
     def _sharp_init(self) -> None:
         self.is_multimodal_pruning_enabled = True
@@ -123,33 +128,51 @@ class SharpModelMixin:
                     read_item(f["sharp_item"]) if f["sharp_item"] is not None else None for f in per_item
                 ]
                 embeddings, from_cache = self._video_embeddings(media_input, items)
-                for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True)):
-                    t_scale = self._sharp_video_t_scale(media_input, index)
-                    out += (
-                        self._select_video(emb, grid, t_scale, per_item[index], items[index], from_cache),
+                # A video whose scoring context holds an earlier video of this same call (two
+                # videos of one prompt) needs that video's selection first: its layout waits.
+                hashes = [item.get("mm_hash") if item else None for item in items]
+                plans = [
+                    self._plan_video(
+                        emb,
+                        grid,
+                        self._sharp_video_t_scale(media_input, index),
+                        per_item[index],
+                        items[index],
+                        waits_for=set(hashes[:index]) - {None},
                     )
+                    for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True))
+                ]
+                self._score_together(plans)
+                out += tuple(
+                    self._select_video(plan, cached) for plan, cached in zip(plans, from_cache, strict=True)
+                )
         return out
 
-    def _video_embeddings(self, media_input, items) -> tuple[Sequence[torch.Tensor], bool]:
-        """The vision tower's output for the videos of this call, and whether it came from
-        the content cache. A follow-up question on a known video has a new mm_hash (the
-        question is part of its selection), so vLLM's encoder cache misses; the tower's
-        output depends on the pixels alone, so this cache, keyed by the content hash,
-        serves it. vLLM's pruning path embeds one video per call, so all-or-nothing per
-        call is per video in practice. Profiling's dummy videos are never cached."""
+    def _video_embeddings(self, media_input, items) -> tuple[list[torch.Tensor], list[bool]]:
+        """The vision tower's output for the videos of this call, and for each whether it
+        came from the content cache. A follow-up question on a known video has a new
+        mm_hash (the question is part of its selection), so vLLM's encoder cache misses;
+        the tower's output depends on the pixels alone, so this cache, keyed by the
+        content hash, serves it. The tower runs once over the videos it misses. Profiling's
+        dummy videos are never cached."""
         keys = [item.get("content_hash") if item and not item.get(PROFILE_KEY) else None for item in items]
-        if self._sharp_vision_cache is not None and all(keys):
-            cached = [self._sharp_vision_cache.get(key) for key in keys]
-            if all(emb is not None for emb in cached):
-                return cached, True
-        embeddings = self._process_video_input(media_input)
-        if self._sharp_vision_cache is not None:
-            for key, emb in zip(keys, embeddings, strict=True):
-                if key:
-                    self._sharp_vision_cache.put(key, emb)
+        cache = self._sharp_vision_cache
+        found = [cache.get(key) if cache is not None and key else None for key in keys]
+        missing = [index for index, emb in enumerate(found) if emb is None]
+        if missing:
+            subset = (
+                media_input if len(missing) == len(items) else self._sharp_video_subset(media_input, missing)
+            )
+            for index, emb in zip(missing, self._process_video_input(subset), strict=True):
+                found[index] = emb
+                if cache is not None and keys[index]:
+                    # Each output is a view of the tower's one output tensor: a cached view
+                    # would keep all of it alive while the cache counts only its share.
+                    cache.put(keys[index], emb if len(missing) == 1 else emb.clone())
         if any(item and item.get(PROFILE_KEY) for item in items):
-            self._reserve_vision_cache(embeddings[0].device)
-        return embeddings, False
+            self._reserve_vision_cache(found[0].device)
+        missed = set(missing)
+        return found, [index not in missed for index in range(len(items))]
 
     def _reserve_vision_cache(self, device: torch.device) -> None:
         """During vLLM's memory profile: allocate the vision cache's whole budget once, so
@@ -158,21 +181,91 @@ class SharpModelMixin:
             reserve = torch.empty(self._sharp_vision_cache_bytes, dtype=torch.uint8, device=device)
             del reserve
 
-    def _select_video(self, visual, grid, t_scale, fields, item, vision_cached: bool) -> torch.Tensor:
+    def _plan_video(self, visual, grid, t_scale, fields, item, waits_for=frozenset()) -> _VideoPlan:
+        """What one video's selection needs, with its scoring-pass layout when it has one
+        and can have it now (so that the passes of a call's videos can run together). A
+        video whose context includes an item in `waits_for` gets its layout when it is
+        selected, after that item. A layout that cannot be built is kept as the plan's
+        failure, for `_select_video` to fall back on."""
         merge = self._sharp_spatial_merge_size()
-        item_positions = positions.media_positions(grid, merge, t_scale)  # [N, 3]
-        settings = SharpSettings.model_validate(item["settings"]) if item else NO_PRUNING
-        if item is not None and item.get(PROFILE_KEY):
-            self._profile_selection(visual, grid, item_positions, fields)
+        plan = _VideoPlan(
+            visual=visual,
+            grid=grid,
+            t_scale=t_scale,
+            item_positions=positions.media_positions(grid, merge, t_scale),  # [N, 3]
+            fields=fields,
+            item=item,
+            settings=SharpSettings.model_validate(item["settings"]) if item else NO_PRUNING,
+        )
+        if plan.profiling:
+            plan.scoring_settings = self._profile_settings()
+        elif plan.settings.needs_scoring_pass:
+            plan.scoring_settings = plan.settings
+        if plan.scoring_settings is not None and not waits_for.intersection(plan.context):
+            try:
+                plan.layout = self._scoring_layout(plan)
+            except Exception as exc:  # reported by _select_video, which falls back
+                plan.failure = exc
+        return plan
+
+    def _scoring_layout(self, plan: _VideoPlan) -> ItemLayout:
+        if plan.profiling:
+            # A query as long as a typical question; the ids do not matter for memory.
+            prefix = torch.zeros(0, dtype=torch.long)
+            suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
+            return self._layout(plan.grid, plan.item_positions, prefix, suffix, query_from=1)
+        return self._layout(
+            plan.grid,
+            plan.item_positions,
+            plan.fields["sharp_prefix_ids"],
+            plan.fields["sharp_suffix_ids"],
+            plan.item["query_from"],
+            plan.context,
+            plan.notes,
+        )
+
+    def _score_together(self, plans: Sequence[_VideoPlan]) -> None:
+        """Run the scoring passes of this call's videos together, one packed pass per
+        scoring layer (see `score_together`), and leave each result on its plan. A video
+        alone at its layer is scored inside its own selection, as before. If a packed
+        pass fails, its videos are scored one at a time instead."""
+        by_layer: dict[int, list[_VideoPlan]] = {}
+        for plan in plans:
+            if plan.layout is not None and plan.failure is None:
+                by_layer.setdefault(plan.scoring_settings.prune_layer, []).append(plan)
+        for prune_layer, group in by_layer.items():
+            if len(group) < 2:
+                continue
+            started = time.perf_counter()
+            try:
+                results = score_together(
+                    self._scoring_decoder(prune_layer),
+                    prune_layer,
+                    [
+                        ScoringItem(p.layout, p.visual, p.scoring_settings.effective().segment_frames)
+                        for p in group
+                    ],
+                    self._sharp_tp_size,
+                )
+            except Exception:
+                logger.exception("ShaRP: packed scoring pass failed; scoring these videos one at a time")
+                continue
+            elapsed_ms = (time.perf_counter() - started) * 1e3
+            for plan, result in zip(group, results, strict=True):
+                plan.prescored = result
+                plan.notes["scored_with"] = len(group)
+                plan.shared_scoring_ms = elapsed_ms
+
+    def _select_video(self, plan: _VideoPlan, vision_cached: bool) -> torch.Tensor:
+        item, settings = plan.item, plan.settings
+        if plan.profiling:
+            self._profile_selection(plan)
         started = time.perf_counter()
         fallback = None
-        # "prior": computed or cached, if a black prior was used; "context_missing":
-        # earlier media items this worker no longer held for the scoring pass.
-        notes: dict[str, Any] = {}
         try:
-            selection = self._run_selection(
-                settings, visual, grid, t_scale, item_positions, item, fields, notes
-            )
+            if plan.failure is not None:
+                raise plan.failure
+            selection = self._run_selection(plan)
             if item is not None and selection.kept.numel() != item["num_kept"]:
                 raise RuntimeError(
                     f"kept {selection.kept.numel()} tokens, placeholders expect {item['num_kept']}"
@@ -184,47 +277,55 @@ class SharpModelMixin:
             # safe selection of the same k tokens, and its report names the failure.
             logger.exception("ShaRP selection failed; falling back to uniform selection")
             fallback = f"{type(exc).__name__}: {exc}"[:300]
-            num_tokens = visual.shape[0]
+            num_tokens = plan.visual.shape[0]
             kept = uniform_indices(num_tokens, item["num_kept"]) if item else torch.arange(num_tokens)
             selection = Selection(kept, num_tokens, scored=False)
-        scoring_ms = (time.perf_counter() - started) * 1e3 if selection.scored else 0.0
-        encoded = positions.encode_kept(visual, item_positions, selection.kept)
-        if item is not None and not item.get(PROFILE_KEY):
-            self._remember_media(item.get("mm_hash"), encoded, item_positions, selection.kept)
+        # A packed pass's time is the time each of its videos waited for its scores.
+        own_ms = (time.perf_counter() - started) * 1e3
+        scoring_ms = plan.shared_scoring_ms + own_ms if selection.scored else 0.0
+        encoded = positions.encode_kept(plan.visual, plan.item_positions, selection.kept)
+        if item is not None and not plan.profiling:
+            self._remember_media(item.get("mm_hash"), encoded, plan.item_positions, selection.kept)
         if item is not None and item.get("mm_hash"):
             WORKER_REPORTS.put(
                 item["mm_hash"],
-                _report(
-                    settings,
-                    selection,
-                    scoring_ms,
-                    grid,
-                    fallback,
-                    notes,
-                    vision_cached,
-                ),
+                _report(settings, selection, scoring_ms, plan.grid, fallback, plan.notes, vision_cached),
             )
         return encoded
 
-    def _run_selection(
-        self, settings, visual, grid, t_scale, item_positions, item, fields, notes: dict[str, Any]
-    ) -> Selection:
+    def _run_selection(self, plan: _VideoPlan, settings: SharpSettings | None = None) -> Selection:
+        """select_tokens for one video; the scoring pass answers from the packed pass's
+        result when there is one. `settings` overrides the plan's (the profile run)."""
+        settings = plan.settings if settings is None else settings
         scoring_pass = black_prior = None
         if settings.needs_scoring_pass:
-            prefix, suffix = fields["sharp_prefix_ids"], fields["sharp_suffix_ids"]
-            context = item.get("context", [])
-            layout = self._layout(grid, item_positions, prefix, suffix, item["query_from"], context, notes)
+            if plan.layout is None:  # it waited for an earlier video of this call
+                plan.layout = self._scoring_layout(plan)
+            layout = plan.layout
             scoring_pass = self._scoring_pass(settings.prune_layer, layout)
+            if plan.prescored is not None:
+                segment_groups = settings.effective().segment_frames
+                scoring_pass = _Prescored(scoring_pass, plan.visual, segment_groups, plan.prescored)
 
             def black_prior(segment_groups: int) -> torch.Tensor:
-                generic = item.get("prior")
+                if plan.profiling:  # the memory of computing one, never cached
+                    black = self._black_embedding(plan.grid, plan.fields["sharp_black_pixels"])
+                    return self._scoring_pass(settings.prune_layer, layout)(black, segment_groups).scores
                 prior, cached = self._black_prior(
-                    grid, t_scale, item_positions, settings, layout, generic, fields, segment_groups, context
+                    plan.grid,
+                    plan.t_scale,
+                    plan.item_positions,
+                    settings,
+                    layout,
+                    plan.item.get("prior"),
+                    plan.fields,
+                    segment_groups,
+                    plan.context,
                 )
-                notes["prior"] = "cached" if cached else "computed"
+                plan.notes["prior"] = "cached" if cached else "computed"
                 return prior
 
-        return select_tokens(settings, visual, scoring_pass, black_prior)
+        return select_tokens(settings, plan.visual, scoring_pass, black_prior)
 
     def _layout(
         self, grid, item_positions, prefix_ids, suffix_ids, query_from: int, context=(), notes=None
@@ -281,30 +382,28 @@ class SharpModelMixin:
             entry = (rows, item_positions[kept], positions.next_text_offset(item_positions))
             self._sharp_media_context.put(mm_hash, entry)
 
-    def _scoring_pass(self, prune_layer: int, layout: ItemLayout) -> DecoderScoringPass:
+    def _scoring_decoder(self, prune_layer: int) -> torch.nn.Module:
         decoder = self._sharp_decoder()
         if isinstance(decoder.layers[prune_layer], PPMissingLayer):
             raise ValueError(f"prune_layer {prune_layer} is not on the first pipeline stage")
-        return DecoderScoringPass(decoder, prune_layer, layout, self._sharp_tp_size)
+        return decoder
 
-    def _profile_selection(self, visual, grid, item_positions, fields) -> None:
+    def _scoring_pass(self, prune_layer: int, layout: ItemLayout) -> DecoderScoringPass:
+        return DecoderScoringPass(
+            self._scoring_decoder(prune_layer), prune_layer, layout, self._sharp_tp_size
+        )
+
+    def _profile_settings(self) -> SharpSettings:
+        layers = len(self._sharp_decoder().layers)
+        return SharpSettings(method="sharp", retention=0.5, prune_layer=min(2, layers - 1))
+
+    def _profile_selection(self, plan: _VideoPlan) -> None:
         """vLLM's memory profile embeds dummy videos of the largest size the config
         allows, and they never prune (their placeholders are the maximum). Run a full
-        ShaRP selection over them anyway (scoring pass, black prior, dedup) and discard
-        it, so that the profiler sees the selection's peak scratch memory and reserves it."""
-        layers = len(self._sharp_decoder().layers)
-        settings = SharpSettings(method="sharp", retention=0.5, prune_layer=min(2, layers - 1))
-        # A query as long as a typical question; the token ids do not matter for memory.
-        prefix = torch.zeros(0, dtype=torch.long)
-        suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
-        layout = self._layout(grid, item_positions, prefix, suffix, query_from=1)  # no earlier media
-        scoring_pass = self._scoring_pass(settings.prune_layer, layout)
-
-        def black_prior(segment_groups: int) -> torch.Tensor:
-            black = self._black_embedding(grid, fields["sharp_black_pixels"])
-            return scoring_pass(black, segment_groups).scores
-
-        select_tokens(settings, visual, scoring_pass, black_prior)
+        ShaRP selection over them anyway (scoring pass, packed with the call's other
+        dummy videos as a real step's would be, black prior, dedup) and discard it, so
+        that the profiler sees the selection's peak scratch memory and reserves it."""
+        self._run_selection(plan, plan.scoring_settings)
 
     def _black_prior(
         self,
@@ -390,6 +489,54 @@ class SharpModelMixin:
         return positions.prompt_positions_with_pruned_media(len(input_tokens), media)
 
 
+@dataclass
+class _VideoPlan:
+    """One video of an embed_multimodal call, between its planning and its selection."""
+
+    visual: torch.Tensor  # [N, D] the vision tower's output
+    grid: Sequence[int]
+    t_scale: float
+    item_positions: torch.Tensor  # [N, 3]
+    fields: dict[str, Any]  # its rows of the processor's batched fields
+    item: dict[str, Any] | None  # its item row (None: not a ShaRP item)
+    settings: SharpSettings  # what selects its tokens
+    # The scoring pass's settings and sequence, when one runs (for a profile item, the
+    # discarded profile selection's).
+    scoring_settings: SharpSettings | None = None
+    layout: ItemLayout | None = None
+    prescored: ScoringResult | None = None  # from the packed pass, when it ran in one
+    shared_scoring_ms: float = 0.0  # that packed pass's wall time
+    failure: Exception | None = None
+    # For the report: "prior", "context_missing", "scored_with".
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def profiling(self) -> bool:
+        return bool(self.item and self.item.get(PROFILE_KEY))
+
+    @property
+    def context(self) -> list[str]:
+        """Cache hashes of the media items before this video in its prompt."""
+        return self.item.get("context", []) if self.item else []
+
+
+@dataclass(frozen=True)
+class _Prescored:
+    """A ScoringPass that answers its video's first scoring request (its own visual
+    embeddings, its mask) from the packed pass, and runs any other (the mean prior's)
+    itself."""
+
+    single: DecoderScoringPass
+    visual: torch.Tensor
+    segment_groups: int
+    result: ScoringResult
+
+    def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
+        if visual is self.visual and segment_groups == self.segment_groups:
+            return self.result
+        return self.single(visual, segment_groups)
+
+
 def _tensor_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
@@ -430,4 +577,6 @@ def _report(
         # Earlier media items left out of the scoring pass (no longer held by the worker).
         "context_missing": notes.get("context_missing", 0),
         "vision_cached": vision_cached,  # the vision tower's output came from the content cache
+        # How many videos' scoring passes ran as one packed pass (1: alone; 0: none ran).
+        "scored_with": notes.get("scored_with", 1) if selection.scored else 0,
     }

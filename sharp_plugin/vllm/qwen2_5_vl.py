@@ -52,3 +52,23 @@ class SharpQwen2_5_VLForConditionalGeneration(SharpModelMixin, Qwen2_5_VLForCond
         pixels = black_row.to(device=self.visual.device, dtype=self.visual.dtype)
         pixels = pixels.unsqueeze(0).expand(num_patches, -1).contiguous()
         return self.visual(pixels, grid_thw=[list(grid_thw)])
+
+    def _sharp_video_subset(self, video_input, indices: Sequence[int]):
+        grid = video_input["video_grid_thw"]
+        if video_input["type"] == "video_embeds":  # rows are merged tokens
+            name, rows = "video_embeds", grid.prod(-1) // self.visual.spatial_merge_size**2
+        else:  # rows are patches
+            name, rows = "pixel_values_videos", grid.prod(-1)
+        pieces = video_input[name].split(rows.tolist())
+        chosen = {
+            "type": video_input["type"],
+            name: torch.cat([pieces[index] for index in indices]),
+            "video_grid_thw": grid[list(indices)],
+        }
+        for name in ("second_per_grid_ts", "timestamps"):  # per video, when present
+            values = video_input.get(name)
+            if values is not None:
+                chosen[name] = (
+                    values[list(indices)] if torch.is_tensor(values) else [values[i] for i in indices]
+                )
+        return type(video_input)(**chosen)

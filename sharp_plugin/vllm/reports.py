@@ -75,6 +75,7 @@ def join_report(
                 "prior": decision.get("prior"),
                 "vision_cached": decision.get("vision_cached"),
                 "context_missing": decision.get("context_missing"),
+                "scored_with": decision.get("scored_with"),
             }
         )
     return joined

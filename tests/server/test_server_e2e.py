@@ -101,6 +101,8 @@ def test_a_follow_up_question_reuses_the_vision_tower_output_and_is_counted(serv
     first, second = first.model_extra["sharp"]["videos"][0], second.model_extra["sharp"]["videos"][0]
     assert first["vision_cached"] is False and first["cached"] is False
     assert second["vision_cached"] is True and second["cached"] is False, "a new question: a new selection"
+    # One video per request, nothing before it: scored alone, with its whole context.
+    assert (first["scored_with"], first["context_missing"]) == (1, 0)
     assert vision_hits() == hits + 1
     assert server.metric("sharp_cache_lookups_total", cache="vision", result="miss") >= 1
 

@@ -87,6 +87,12 @@ class _EncoderWorkBudget:
         return count
 
 
+def bounds_unpruned_work(scheduler_cls: type) -> bool:
+    """Whether a scheduler class charges encoder work by unpruned tokens (ours, or a
+    subclass of it)."""
+    return isinstance(scheduler_cls, type) and issubclass(scheduler_cls, _EncoderWorkBudget)
+
+
 class _SharpSyncScheduler(_EncoderWorkBudget, Scheduler):
     pass
 

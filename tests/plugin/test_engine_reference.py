@@ -61,8 +61,16 @@ def test_kept_indices_match_an_outside_reference(sharp_llm_fp32, reference, name
     generate(sharp_llm_fp32, request(prompt, {"video": (frames, metadata)}, settings, rid))
     (inside,) = report(sharp_llm_fp32, rid)
 
-    prefix, suffix, grid, t_scale, visual, black_visual = reference.prepare(prompt, frames, metadata["fps"])
+    outside, grid = _kept_outside(reference, prompt, frames, metadata, settings)
     assert grid == inside["grid_thw"]
+    assert inside["kept_indices"] == outside
+    assert (inside["prior"] is not None) == (SharpSettings(**settings).effective().debias == "black")
+
+
+def _kept_outside(reference, prompt, frames, metadata, settings) -> tuple[list[int], list[int]]:
+    """The kept indices sharp_plugin.core chooses on the HF-loaded model for this video
+    alone, and its grid."""
+    prefix, suffix, grid, t_scale, visual, black_visual = reference.prepare(prompt, frames, metadata["fps"])
     parsed = SharpSettings(**settings)
     scorer = reference.scoring_pass(prefix, suffix, grid, t_scale, parsed.prune_layer)
     prior_scorer = scorer
@@ -72,8 +80,60 @@ def test_kept_indices_match_an_outside_reference(sharp_llm_fp32, reference, name
         prior_prefix, prior_suffix, *_ = reference.prepare(generic, frames, metadata["fps"])
         prior_scorer = reference.scoring_pass(prior_prefix, prior_suffix, grid, t_scale, parsed.prune_layer)
     outside = select_tokens(parsed, visual, scorer, lambda groups: prior_scorer(black_visual, groups).scores)
-    assert inside["kept_indices"] == outside.kept.tolist()
-    assert (inside["prior"] is not None) == (parsed.effective().debias == "black")
+    return outside.kept.tolist(), grid
+
+
+def _record_videos_per_embed_call(worker) -> None:
+    """Spy (calls through): how many videos each embed_multimodal call holds."""
+    model = worker.model_runner.model
+    model._test_videos_per_call = []
+    if not hasattr(model, "_test_original_embed_for_count"):
+        model._test_original_embed_for_count = model.embed_multimodal
+
+        def embed_multimodal(**kwargs):
+            grids = kwargs.get("video_grid_thw")
+            if grids is not None:
+                model._test_videos_per_call.append(len(grids))
+            return model._test_original_embed_for_count(**kwargs)
+
+        model.embed_multimodal = embed_multimodal
+
+
+def _videos_per_embed_call(worker) -> list[int]:
+    return worker.model_runner.model._test_videos_per_call
+
+
+def test_videos_arriving_together_are_scored_in_one_packed_pass_and_each_matches_the_reference(
+    sharp_llm_fp32, reference
+):
+    """Every case above as one batch of requests: vLLM embeds them in one step, our
+    runner patch lets that step embed them in one call, and the videos that score at the
+    same layer share one packed scoring pass. Each selection must still be the one the
+    outside reference makes for that video alone."""
+    sharp_llm_fp32.collective_rpc(_record_videos_per_embed_call)
+    cases = []
+    for seed, (name, settings) in enumerate(SETTINGS.items()):
+        frames, metadata = noise_video(60 + seed, fps=2.0)
+        prompt = chat_prompt("<video>", f"{QUESTION} ({name})")
+        cases.append((prompt, frames, metadata, settings, new_report_id()))
+    generate(
+        sharp_llm_fp32,
+        [
+            request(prompt, {"video": (frames, metadata)}, settings, rid)
+            for prompt, frames, metadata, settings, rid in cases
+        ],
+    )
+    (calls,) = sharp_llm_fp32.collective_rpc(_videos_per_embed_call)
+    # The engine may start stepping before the last request is added, so the first
+    # requests can get a step of their own; the rest share one.
+    assert sum(calls) == len(cases) and max(calls) >= 3, f"videos per embed_multimodal call: {calls}"
+    packed = 0
+    for prompt, frames, metadata, settings, rid in cases:
+        (inside,) = report(sharp_llm_fp32, rid)
+        packed += inside["scored_with"] > 1
+        outside, _ = _kept_outside(reference, prompt, frames, metadata, settings)
+        assert inside["kept_indices"] == outside, settings
+    assert packed >= 2, "no two videos shared a packed scoring pass"
 
 
 # Measured on the tiny model (max |difference| over the prompt): fp32 engine 1e-6, bf16

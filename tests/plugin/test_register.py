@@ -35,7 +35,7 @@ def test_cpu_runner_patch_is_installed_once():
 
     sharp_plugin.register()
     patched = CPUModelRunner.load_model
-    assert patches.apply_patches() == ["cpu_runner_pruning_flag"]
+    assert patches.apply_patches() == ["cpu_runner_pruning_flag", "batched_video_encoding"]
     assert CPUModelRunner.load_model is patched, "a second install must not wrap twice"
 
 
@@ -45,3 +45,20 @@ def test_other_vllm_minors_are_refused(monkeypatch):
     monkeypatch.setattr(vllm, "__version__", "0.33.1")
     with pytest.raises(RuntimeError, match=r"supports vLLM 0\.32\.x, found 0\.33"):
         patches.check_vllm_version()
+
+
+def test_the_encoder_reads_the_pruning_flag_only_to_split_videos():
+    """The batched-video-encoding patch turns the flag off while `_execute_mm_encoder`
+    runs (docs/patches.md, entry 11). That is only safe while the method reads the flag
+    for the one-video-per-call choice and nothing else."""
+    import inspect
+    import re
+
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    sharp_plugin.register()
+    source = inspect.getsource(inspect.unwrap(GPUModelRunner._execute_mm_encoder))
+    reads = [m.start() for m in re.finditer(r"is_multimodal_pruning_enabled", source)]
+    assert len(reads) == 1, f"the flag is read {len(reads)} times"
+    branch = source[reads[0] : source.index("batch_outputs_lst", reads[0])]
+    assert 'modality == "video"' in branch and "num_items > 1" in branch

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from vllm.logger import init_logger
 
+from .batched_video_encoding import patch_batched_video_encoding
 from .cpu_runner_pruning_flag import patch_cpu_runner_pruning_flag
 
 logger = init_logger(__name__)
@@ -37,4 +38,6 @@ def apply_patches() -> list[str]:
     installed = []
     if patch_cpu_runner_pruning_flag():
         installed.append("cpu_runner_pruning_flag")
+    if patch_batched_video_encoding():
+        installed.append("batched_video_encoding")
     return installed

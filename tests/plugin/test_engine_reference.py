@@ -103,19 +103,46 @@ def _videos_per_embed_call(worker) -> list[int]:
     return worker.model_runner.model._test_videos_per_call
 
 
+def _record_videos_per_tower_run(worker) -> None:
+    """Spy (calls through): how many videos each vision-tower run holds."""
+    model = worker.model_runner.model
+    original = type(model)._process_video_input
+    model._test_tower_videos = []
+
+    def counted(video_input):
+        model._test_tower_videos.append(len(video_input["video_grid_thw"]))
+        return original(model, video_input)
+
+    model._process_video_input = counted
+
+
+def _videos_per_tower_run(worker) -> list[int]:
+    model = worker.model_runner.model
+    del model._process_video_input  # back to the class's method
+    return model._test_tower_videos
+
+
 def test_videos_arriving_together_are_scored_in_one_packed_pass_and_each_matches_the_reference(
     sharp_llm_fp32, reference
 ):
     """Every case above as one batch of requests: vLLM embeds them in one step, our
     runner patch lets that step embed them in one call, and the videos that score at the
-    same layer share one packed scoring pass. Each selection must still be the one the
-    outside reference makes for that video alone."""
-    sharp_llm_fp32.collective_rpc(_record_videos_per_embed_call)
+    same layer share one packed scoring pass. One of the videos was asked about before,
+    so the vision tower runs over the others only (the video-subset path). Each
+    selection must still be the one the outside reference makes for that video alone."""
     cases = []
     for seed, (name, settings) in enumerate(SETTINGS.items()):
         frames, metadata = noise_video(60 + seed, fps=2.0)
         prompt = chat_prompt("<video>", f"{QUESTION} ({name})")
         cases.append((prompt, frames, metadata, settings, new_report_id()))
+    known = 2  # in the middle, so the subset is not a prefix or suffix of the batch
+    _, frames, metadata, settings, _ = cases[known]
+    generate(
+        sharp_llm_fp32,
+        request(chat_prompt("<video>", "Earlier question?"), {"video": (frames, metadata)}, settings),
+    )
+    sharp_llm_fp32.collective_rpc(_record_videos_per_embed_call)
+    sharp_llm_fp32.collective_rpc(_record_videos_per_tower_run)
     generate(
         sharp_llm_fp32,
         [
@@ -127,9 +154,12 @@ def test_videos_arriving_together_are_scored_in_one_packed_pass_and_each_matches
     # The engine may start stepping before the last request is added, so the first
     # requests can get a step of their own; the rest share one.
     assert sum(calls) == len(cases) and max(calls) >= 3, f"videos per embed_multimodal call: {calls}"
+    (tower,) = sharp_llm_fp32.collective_rpc(_videos_per_tower_run)
+    assert sum(tower) == len(cases) - 1, f"videos per vision-tower run: {tower}"
     packed = 0
-    for prompt, frames, metadata, settings, rid in cases:
+    for index, (prompt, frames, metadata, settings, rid) in enumerate(cases):
         (inside,) = report(sharp_llm_fp32, rid)
+        assert inside["vision_cached"] is (index == known)
         packed += inside["scored_with"] > 1
         outside, _ = _kept_outside(reference, prompt, frames, metadata, settings)
         assert inside["kept_indices"] == outside, settings

@@ -25,7 +25,7 @@ from sharp_plugin.core.selection import uniform_indices
 
 from . import positions
 from .bounded_store import BoundedStore
-from .processor import IMAGE_HASH_FIELD, ITEM_FIELDS, PROFILE_KEY, read_item
+from .processor import IMAGE_HASH_FIELD, ITEM_FIELDS, PROFILE_KEY, media_token_id, read_item
 from .reports import WORKER_REPORTS
 from .scoring_pass import DecoderScoringPass, ItemLayout, ScoringItem, score_together
 
@@ -68,10 +68,31 @@ class SharpModelMixin:
     def _sharp_decoder(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def _sharp_spatial_merge_size(self) -> int:
+    def _sharp_video_grids(self, video_input) -> list[list[int]]:
+        """Each video's grid as the family reports it (Qwen: its `video_grid_thw` row;
+        LLaVA-OneVision: frames x pooled rows x pooled columns)."""
+        raise NotImplementedError
+
+    def _sharp_tokens_per_group(self, grid: Sequence[int]) -> int:
+        """Visual tokens per temporal group (the unit of segment-aware masking)."""
         raise NotImplementedError
 
     def _sharp_video_t_scale(self, video_input, index: int) -> float:
+        """M-RoPE time steps per temporal group (families with 1-D positions: 1.0)."""
+        return 1.0
+
+    def _sharp_item_positions(self, grid: Sequence[int], t_scale: float) -> torch.Tensor | None:
+        """Each visual token's M-RoPE (t, h, w) offset within its item, # [N, 3] long; None
+        in families with 1-D positions, whose kept tokens take consecutive positions."""
+        return None
+
+    def _sharp_split_video_output(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The vision tower's output for one video -> (visual tokens [N, D], rows the
+        family appends that are never pruned [e, D] or None)."""
+        return embeddings, None
+
+    def _sharp_image_outputs(self, image_input) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Each image's embeddings [m, D] and M-RoPE offsets [m, 3] (None: 1-D)."""
         raise NotImplementedError
 
     def _sharp_embed_black_video(self, grid_thw: Sequence[int], black_row: torch.Tensor) -> torch.Tensor:
@@ -107,46 +128,50 @@ class SharpModelMixin:
         fields = {name: kwargs.pop(name, None) for name in ITEM_FIELDS}
         image_rows = kwargs.pop(IMAGE_HASH_FIELD, None)
         by_modality = self._parse_and_validate_multimodal_inputs(**kwargs)
-        merge = self._sharp_spatial_merge_size()
         out: tuple[torch.Tensor, ...] = ()
         for modality, media_input in by_modality.items():
             if modality == "image":
-                grids = media_input["image_grid_thw"].tolist()
-                embeddings = self._process_image_input(media_input)
-                for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True)):
-                    item_positions = positions.media_positions(grid, merge, 1.0)
+                for index, (emb, item_positions) in enumerate(self._sharp_image_outputs(media_input)):
                     everything = torch.arange(emb.shape[0])
-                    encoded = positions.encode_kept(emb, item_positions, everything)
+                    encoded = self._item_output(emb, None, item_positions, everything)
                     if image_rows is not None:
                         image_hash = read_item(image_rows[index])["mm_hash"]
                         self._remember_media(image_hash, encoded, item_positions, everything)
                     out += (encoded,)
             elif modality == "video":
-                grids = media_input["video_grid_thw"].tolist()
-                per_item = [_item_fields(fields, index) for index in range(len(grids))]
-                items = [
-                    read_item(f["sharp_item"]) if f["sharp_item"] is not None else None for f in per_item
-                ]
-                embeddings, from_cache = self._video_embeddings(media_input, items)
-                # A video whose scoring context holds an earlier video of this same call (two
-                # videos of one prompt) needs that video's selection first: its layout waits.
-                hashes = [item.get("mm_hash") if item else None for item in items]
-                plans = [
-                    self._plan_video(
-                        emb,
-                        grid,
-                        self._sharp_video_t_scale(media_input, index),
-                        per_item[index],
-                        items[index],
-                        waits_for=set(hashes[:index]) - {None},
-                    )
-                    for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True))
-                ]
-                self._score_together(plans)
-                out += tuple(
-                    self._select_video(plan, cached) for plan, cached in zip(plans, from_cache, strict=True)
-                )
+                out += self._embed_videos(media_input, fields)
         return out
+
+    def _embed_videos(self, media_input, fields) -> tuple[torch.Tensor, ...]:
+        grids = self._sharp_video_grids(media_input)
+        per_item = [_item_fields(fields, index) for index in range(len(grids))]
+        items = [read_item(f["sharp_item"]) if f["sharp_item"] is not None else None for f in per_item]
+        embeddings, from_cache = self._video_embeddings(media_input, items)
+        # A video whose scoring context holds an earlier video of this same call (two
+        # videos of one prompt) needs that video's selection first: its layout waits.
+        hashes = [item.get("mm_hash") if item else None for item in items]
+        plans = [
+            self._plan_video(
+                emb,
+                grid,
+                self._sharp_video_t_scale(media_input, index),
+                per_item[index],
+                items[index],
+                waits_for=set(hashes[:index]) - {None},
+            )
+            for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True))
+        ]
+        self._score_together(plans)
+        return tuple(self._select_video(plan, cached) for plan, cached in zip(plans, from_cache, strict=True))
+
+    def _item_output(self, visual, extra, item_positions, kept: torch.Tensor) -> torch.Tensor:
+        """What an item puts in the prompt: its kept rows, with their M-RoPE positions in
+        extra channels (see positions.py), or, with 1-D positions, the kept rows followed
+        by the family's never-pruned rows."""
+        if item_positions is not None:
+            return positions.encode_kept(visual, item_positions, kept)
+        rows = visual[kept.to(visual.device, non_blocking=True)]
+        return rows if extra is None else torch.cat([rows, extra.to(rows.dtype)])
 
     def _video_embeddings(self, media_input, items) -> tuple[list[torch.Tensor], list[bool]]:
         """The vision tower's output for the videos of this call, and for each whether it
@@ -187,12 +212,13 @@ class SharpModelMixin:
         video whose context includes an item in `waits_for` gets its layout when it is
         selected, after that item. A layout that cannot be built is kept as the plan's
         failure, for `_select_video` to fall back on."""
-        merge = self._sharp_spatial_merge_size()
+        visual, extra = self._sharp_split_video_output(visual)
         plan = _VideoPlan(
             visual=visual,
+            extra=extra,
             grid=grid,
             t_scale=t_scale,
-            item_positions=positions.media_positions(grid, merge, t_scale),  # [N, 3]
+            item_positions=self._sharp_item_positions(grid, t_scale),  # [N, 3], or None: 1-D
             fields=fields,
             item=item,
             settings=SharpSettings.model_validate(item["settings"]) if item else NO_PRUNING,
@@ -213,7 +239,7 @@ class SharpModelMixin:
             # A query as long as a typical question; the ids do not matter for memory.
             prefix = torch.zeros(0, dtype=torch.long)
             suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
-            return self._layout(plan.grid, plan.item_positions, prefix, suffix, query_from=1)
+            return self._layout(plan.grid, plan.item_positions, prefix, suffix, query_from=1, tail=plan.extra)
         return self._layout(
             plan.grid,
             plan.item_positions,
@@ -222,6 +248,7 @@ class SharpModelMixin:
             plan.item["query_from"],
             plan.context,
             plan.notes,
+            tail=plan.extra,
         )
 
     def _score_together(self, plans: Sequence[_VideoPlan]) -> None:
@@ -283,7 +310,7 @@ class SharpModelMixin:
         # A packed pass's time is the time each of its videos waited for its scores.
         own_ms = (time.perf_counter() - started) * 1e3
         scoring_ms = plan.shared_scoring_ms + own_ms if selection.scored else 0.0
-        encoded = positions.encode_kept(plan.visual, plan.item_positions, selection.kept)
+        encoded = self._item_output(plan.visual, plan.extra, plan.item_positions, selection.kept)
         if item is not None and not plan.profiling:
             self._remember_media(item.get("mm_hash"), encoded, plan.item_positions, selection.kept)
         if item is not None and item.get("mm_hash"):
@@ -328,15 +355,17 @@ class SharpModelMixin:
         return select_tokens(settings, plan.visual, scoring_pass, black_prior)
 
     def _layout(
-        self, grid, item_positions, prefix_ids, suffix_ids, query_from: int, context=(), notes=None
+        self, grid, item_positions, prefix_ids, suffix_ids, query_from: int, context=(), notes=None, tail=None
     ) -> ItemLayout:
         """The scoring pass's sequence for one video. Each media slot in the prefix (one
         placeholder token per earlier item, see the processor's `_split_prompt`) becomes
         what that item put in the prompt, at its prompt positions, when this worker still
         holds it (`_sharp_media_context`); a slot it no longer holds is left out and
-        counted in `notes["context_missing"]`."""
-        merge = self._sharp_spatial_merge_size()
-        media_ids = (self.config.image_token_id, self.config.video_token_id)
+        counted in `notes["context_missing"]`. With 1-D positions (`item_positions` None)
+        the sequence's positions are simply 0..L-1, as in the real prompt, where every
+        earlier item holds exactly its kept rows. `tail`: the rows the family puts after
+        the visual tokens (never pruned), which open the scoring pass's suffix."""
+        media_ids = (media_token_id(self.config, "image"), media_token_id(self.config, "video"))
         hashes = iter(context)
         ids: list[int] = []
         media: list[tuple[int, torch.Tensor]] = []
@@ -357,30 +386,49 @@ class SharpModelMixin:
             rows, rows_positions, next_offset = stored
             media.append((len(ids), rows))
             ids.append(token)
+            if rows_positions is None:  # 1-D: the item's rows take the next positions
+                rows_positions, next_offset = (
+                    torch.arange(rows.shape[0]).unsqueeze(1).expand(-1, 3),
+                    rows.shape[0],
+                )
             columns.append(rows_positions.T + next_position)
             next_position += next_offset
         columns.append(torch.arange(next_position, next_position + text_run).expand(3, -1))
         if notes is not None:
             notes["context_missing"] = missing
         prefix_positions = torch.cat(columns, dim=1)
+        if item_positions is None:
+            num_tail = 0 if tail is None else tail.shape[0]
+            length = prefix_positions.shape[1] + self._num_visual(grid) + num_tail + len(suffix_ids)
+            sequence_positions = torch.arange(length)
+        else:
+            sequence_positions = _sequence_positions(prefix_positions, item_positions, len(suffix_ids))
         return ItemLayout(
             prefix_ids=torch.tensor(ids, dtype=torch.long),
             suffix_ids=suffix_ids,
             query_from=query_from,
-            positions=_sequence_positions(prefix_positions, item_positions, len(suffix_ids)),
-            tokens_per_group=(grid[1] // merge) * (grid[2] // merge),
+            positions=sequence_positions,
+            tokens_per_group=self._sharp_tokens_per_group(grid),
             prefix_media=tuple(media),
+            visual_tail=tail,
         )
+
+    def _num_visual(self, grid: Sequence[int]) -> int:
+        return int(grid[0]) * self._sharp_tokens_per_group(grid)
 
     def _remember_media(self, mm_hash, encoded, item_positions, kept) -> None:
         """Keep what an item put in the prompt (its kept rows, their positions, the text
         offset after it) for the scoring pass of a later video in the same prompt.
         `encoded` is the item's output (encode_kept): its embedding columns are kept as a
         view, so nothing is gathered or copied a second time."""
-        if mm_hash:
-            rows = encoded[:, : -positions.NUM_CHANNELS]
-            entry = (rows, item_positions[kept], positions.next_text_offset(item_positions))
-            self._sharp_media_context.put(mm_hash, entry)
+        if not mm_hash:
+            return
+        if item_positions is None:  # 1-D: the output is the rows, in prompt order
+            self._sharp_media_context.put(mm_hash, (encoded, None, None))
+            return
+        rows = encoded[:, : -positions.NUM_CHANNELS]
+        entry = (rows, item_positions[kept], positions.next_text_offset(item_positions))
+        self._sharp_media_context.put(mm_hash, entry)
 
     def _scoring_decoder(self, prune_layer: int) -> torch.nn.Module:
         decoder = self._sharp_decoder()
@@ -445,7 +493,9 @@ class SharpModelMixin:
             return prior, True
         if generic_query is not None:  # the layout is built only when the prior is computed
             prefix_ids, suffix_ids = (torch.tensor(ids, dtype=torch.long) for ids in (prefix, suffix))
-            layout = self._layout(grid, item_positions, prefix_ids, suffix_ids, query_from)
+            layout = self._layout(
+                grid, item_positions, prefix_ids, suffix_ids, query_from, tail=layout.visual_tail
+            )
         black = self._black_embedding(grid, fields["sharp_black_pixels"])
         prior = self._scoring_pass(settings.prune_layer, layout)(black, segment_groups).scores
         self._sharp_prior_cache.put(key, prior)
@@ -474,7 +524,7 @@ class SharpModelMixin:
             [pos for _, pos in decoded],
             mrope_positions,
             num_computed_tokens,
-            (self.config.image_token_id, self.config.video_token_id),
+            (media_token_id(self.config, "image"), media_token_id(self.config, "video")),
         )
         return [emb for emb, _ in decoded], new_positions, delta
 
@@ -493,10 +543,11 @@ class SharpModelMixin:
 class _VideoPlan:
     """One video of an embed_multimodal call, between its planning and its selection."""
 
-    visual: torch.Tensor  # [N, D] the vision tower's output
+    visual: torch.Tensor  # [N, D] the vision tower's output: the tokens selection chooses from
+    extra: torch.Tensor | None  # [e, D] rows the family appends, never pruned (or None)
     grid: Sequence[int]
     t_scale: float
-    item_positions: torch.Tensor  # [N, 3]
+    item_positions: torch.Tensor | None  # [N, 3]; None for families with 1-D positions
     fields: dict[str, Any]  # its rows of the processor's batched fields
     item: dict[str, Any] | None  # its item row (None: not a ShaRP item)
     settings: SharpSettings  # what selects its tokens

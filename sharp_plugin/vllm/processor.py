@@ -24,7 +24,6 @@ from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 import torch
 from vllm.logger import init_logger
 from vllm.multimodal.hasher import MultiModalHasher
@@ -127,10 +126,47 @@ class SharpProcessingInfoMixin:
     def get_num_decoder_layers(self) -> int:
         return int(self.get_hf_config().get_text_config().num_hidden_layers)
 
+    # Media token ids: Qwen configs name them `*_token_id`, LLaVA's `*_token_index`.
+    @property
+    def sharp_video_token_id(self) -> int:
+        return media_token_id(self.get_hf_config(), "video")
+
+    @property
+    def sharp_image_token_id(self) -> int:
+        return media_token_id(self.get_hf_config(), "image")
+
+    @property
+    def sharp_vision_start_token_id(self) -> int | None:
+        """The token that opens a media item in the prompt (Qwen's `<|vision_start|>`), or
+        None in families whose media stand alone."""
+        return getattr(self.get_hf_config(), "vision_start_token_id", None)
+
+    @property
+    def sharp_vision_end_token_id(self) -> int | None:
+        return getattr(self.get_hf_config(), "vision_end_token_id", None)
+
 
 class SharpProcessorMixin:
-    """Mix in before the family's multimodal processor. The family provides
-    `video_token_id`, `vision_end_token_id` and `spatial_merge_size` via the HF config."""
+    """Mix in before the family's multimodal processor. The family implements the
+    `_sharp_*` hooks below: how many visual tokens each processed video has, how many
+    images were processed, and one all-black input row for the black-video prior."""
+
+    # Embeddings a video puts in the prompt besides its visual tokens, never pruned
+    # (LLaVA-OneVision's newline after the video).
+    sharp_video_extra_embeds = 0
+
+    def _sharp_video_token_counts(self, processed) -> list[int] | None:
+        """Visual tokens (the ones selection chooses from) of each processed video, or
+        None when there are no videos."""
+        raise NotImplementedError
+
+    def _sharp_num_images(self, processed) -> int:
+        raise NotImplementedError
+
+    def _sharp_black_pixels(self) -> torch.Tensor:
+        """What the worker needs to embed an all-black video of any size (one patch
+        row, or one frame), as this model's processor normalises it."""
+        raise NotImplementedError
 
     # ---- request settings and the text around each video -------------------------
     def get_dummy_inputs(self, *args, **kwargs):
@@ -191,19 +227,20 @@ class SharpProcessorMixin:
         stays in the prefix as one slot token (its placeholder id), which the worker
         fills with that item's embeddings (docs/method.md, "Earlier media").
         """
-        config = self.info.get_hf_config()
-        media = {config.video_token_id, config.image_token_id}
+        video_token = self.info.sharp_video_token_id
+        media = {video_token, self.info.sharp_image_token_id}
+        vision_end = self.info.sharp_vision_end_token_id
         items, index = [], 0
         while index < len(prompt):
-            if prompt[index] != config.video_token_id:
+            if prompt[index] != video_token:
                 index += 1
                 continue
             stop = index
-            while stop < len(prompt) and prompt[stop] == config.video_token_id:
+            while stop < len(prompt) and prompt[stop] == video_token:
                 stop += 1  # tolerate an already expanded placeholder run
             prefix = _media_as_slots(prompt[:index], media)
             suffix = [t for t in prompt[stop:] if t not in media]
-            query_from = 1 if suffix and suffix[0] == config.vision_end_token_id else 0
+            query_from = 1 if suffix and vision_end is not None and suffix[0] == vision_end else 0
             asked_after = self._is_text(self._turn_text_after(suffix[query_from:]))
             before = self._turn_text_before(prefix)
             asked_before = self._is_text(before)
@@ -244,7 +281,8 @@ class SharpProcessorMixin:
         body = prefix[opened:]
         newline = next((i for i, t in enumerate(body) if "\n" in tokenizer.decode([t])), None)
         body = body[newline + 1 :] if newline is not None else []  # skip the role line
-        if body and body[-1] == self.info.get_hf_config().vision_start_token_id:
+        vision_start = self.info.sharp_vision_start_token_id
+        if body and vision_start is not None and body[-1] == vision_start:
             body = body[:-1]
         return body
 
@@ -296,8 +334,7 @@ class SharpProcessorMixin:
 
     def _media_order(self, prompt: list[int]) -> list[str]:
         """The modality of each media placeholder run of a prompt, in order."""
-        config = self.info.get_hf_config()
-        kinds = {config.video_token_id: "video", config.image_token_id: "image"}
+        kinds = {self.info.sharp_video_token_id: "video", self.info.sharp_image_token_id: "image"}
         return [kinds[t] for t in _media_as_slots(prompt, set(kinds)) if t in kinds]
 
     def _get_cache_missing_processor_kwargs(self, inputs, mm_is_cached):
@@ -324,17 +361,21 @@ class SharpProcessorMixin:
 
     def _postprocess_hf_mm_data(self, mm_inputs, hf_processor_mm_kwargs, processed):
         processed = super()._postprocess_hf_mm_data(mm_inputs, hf_processor_mm_kwargs, processed)
-        image_grid = processed.get("image_grid_thw")
-        if image_grid is not None:
+        return self._add_sharp_fields(processed, hf_processor_mm_kwargs)
+
+    def _add_sharp_fields(self, processed, hf_processor_mm_kwargs):
+        """The per-item fields (see the module docstring) for the processed items."""
+        num_images = self._sharp_num_images(processed)
+        if num_images:
             # Each image's cache hash, so the worker can keep its embeddings for the
             # scoring pass of a video after it.
             image_hashes = (hf_processor_mm_kwargs.get(SHARP_KWARG) or {}).get(_HASHES, {}).get("image", [])
             processed[IMAGE_HASH_FIELD] = [
                 _to_bytes_tensor({"mm_hash": image_hashes[i] if i < len(image_hashes) else None})
-                for i in range(len(image_grid))
+                for i in range(num_images)
             ]
-        grid = processed.get("video_grid_thw")
-        if grid is None:
+        counts = self._sharp_video_token_counts(processed)
+        if counts is None:
             return processed
         sharp = hf_processor_mm_kwargs.get(SHARP_KWARG) or {
             _SETTINGS: NO_PRUNING.model_dump(),
@@ -345,11 +386,9 @@ class SharpProcessorMixin:
         hashes = sharp.get(_HASHES, {}).get("video", [])
         content = sharp.get(_CONTENT, [])
         items = sharp[_ITEMS]
-        merge = self.info.get_hf_config().vision_config.spatial_merge_size
         rows, prefixes, suffixes = [], [], []
         generic_prior = settings.effective().debias == "black" and settings.prior_query == "generic"
-        for index, thw in enumerate(grid.tolist()):
-            num_tokens = thw[0] * thw[1] * thw[2] // (merge * merge)
+        for index, num_tokens in enumerate(counts):
             if num_tokens > MAX_VIDEO_TOKENS:
                 raise SharpSettingsError(
                     f"sharp: the video has {num_tokens} visual tokens, more than the {MAX_VIDEO_TOKENS} "
@@ -381,7 +420,7 @@ class SharpProcessorMixin:
         processed["sharp_item"] = [_to_bytes_tensor(row) for row in rows]
         processed["sharp_prefix_ids"] = prefixes
         processed["sharp_suffix_ids"] = suffixes
-        processed["sharp_black_pixels"] = [self._black_patch_row] * len(rows)
+        processed["sharp_black_pixels"] = [self._black_pixels] * len(rows)
         return processed
 
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs):
@@ -395,28 +434,22 @@ class SharpProcessorMixin:
 
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
         stock = super()._get_prompt_updates(mm_items, strip_sharp(hf_processor_mm_kwargs), out_mm_kwargs)
-        video_token = self.info.get_hf_config().video_token_id
+        video_token = self.info.sharp_video_token_id
 
         def kept_placeholders(item_idx: int) -> list[int]:
             # item_idx indexes out_mm_kwargs, which on the processor-cache path holds
             # the merged items, so the count comes from the item, not the request.
             item = out_mm_kwargs["video"][item_idx]
-            return [video_token] * read_item(item["sharp_item"].data)["num_kept"]
+            num_kept = read_item(item["sharp_item"].data)["num_kept"]
+            return [video_token] * (num_kept + self.sharp_video_extra_embeds)
 
         return [u for u in stock if u.modality != "video"] + [
             PromptReplacement(modality="video", target=[video_token], replacement=kept_placeholders)
         ]
 
     @cached_property
-    def _black_patch_row(self) -> torch.Tensor:
-        """One patch row of an all-black video, as this model's video processor
-        normalises it (mean/std, rescale). # [C * T * P * P] float32"""
-        hf_processor = self.info.get_hf_processor()
-        video_processor = hf_processor.video_processor
-        size = video_processor.patch_size * video_processor.merge_size
-        frames = np.zeros((video_processor.temporal_patch_size, size, size, 3), dtype=np.uint8)
-        out = video_processor(videos=[frames], do_sample_frames=False, return_tensors="pt")
-        return out["pixel_values_videos"][0].float().contiguous()
+    def _black_pixels(self) -> torch.Tensor:
+        return self._sharp_black_pixels()
 
     @cached_property
     def _generic_prior_query(self) -> dict[str, Any]:
@@ -452,6 +485,12 @@ class SharpProcessorMixin:
             {"mm_hash": h, "settings": settings.model_dump(), "prune_layer": prune_layer}
             for h in hashes.get("video", [])
         ]
+
+
+def media_token_id(config, modality: str) -> int:
+    """The placeholder token of `modality` ("video" or "image") in a model's HF config."""
+    value = getattr(config, f"{modality}_token_id", None)
+    return value if value is not None else getattr(config, f"{modality}_token_index")
 
 
 def _to_bytes_tensor(payload: dict) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
@@ -13,6 +14,7 @@ from vllm.model_executor.models.qwen2_5_vl import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
+from . import positions
 from .model import SharpModelMixin, enable_pruning_path
 from .processor import SharpProcessingInfoMixin, SharpProcessorMixin
 
@@ -22,7 +24,25 @@ class SharpQwen2_5_VLProcessingInfo(SharpProcessingInfoMixin, Qwen2_5_VLProcessi
 
 
 class SharpQwen2_5_VLMultiModalProcessor(SharpProcessorMixin, Qwen2_5_VLMultiModalProcessor):
-    pass
+    def _sharp_video_token_counts(self, processed) -> list[int] | None:
+        grid = processed.get("video_grid_thw")
+        if grid is None:
+            return None
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        return (grid.prod(-1) // (merge * merge)).tolist()
+
+    def _sharp_num_images(self, processed) -> int:
+        grid = processed.get("image_grid_thw")
+        return 0 if grid is None else len(grid)
+
+    def _sharp_black_pixels(self) -> torch.Tensor:
+        """One patch row of an all-black video, as this model's video processor
+        normalises it (mean/std, rescale). # [C * T * P * P] float32"""
+        video_processor = self.info.get_hf_processor().video_processor
+        size = video_processor.patch_size * video_processor.merge_size
+        frames = np.zeros((video_processor.temporal_patch_size, size, size, 3), dtype=np.uint8)
+        out = video_processor(videos=[frames], do_sample_frames=False, return_tensors="pt")
+        return out["pixel_values_videos"][0].float().contiguous()
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -39,8 +59,24 @@ class SharpQwen2_5_VLForConditionalGeneration(SharpModelMixin, Qwen2_5_VLForCond
     def _sharp_decoder(self) -> torch.nn.Module:
         return self.language_model.model
 
-    def _sharp_spatial_merge_size(self) -> int:
-        return self.visual.spatial_merge_size
+    def _sharp_video_grids(self, video_input) -> list[list[int]]:
+        return video_input["video_grid_thw"].tolist()
+
+    def _sharp_tokens_per_group(self, grid) -> int:
+        merge = self.visual.spatial_merge_size
+        return (grid[1] // merge) * (grid[2] // merge)
+
+    def _sharp_item_positions(self, grid, t_scale: float) -> torch.Tensor:
+        return positions.media_positions(grid, self.visual.spatial_merge_size, t_scale)
+
+    def _sharp_image_outputs(self, image_input) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        grids = image_input["image_grid_thw"].tolist()
+        embeddings = self._process_image_input(image_input)
+        merge = self.visual.spatial_merge_size
+        return [
+            (emb, positions.media_positions(grid, merge, 1.0))
+            for emb, grid in zip(embeddings, grids, strict=True)
+        ]
 
     def _sharp_video_t_scale(self, video_input, index: int) -> float:
         seconds = video_input.get("second_per_grid_ts")

@@ -44,12 +44,15 @@ class ItemLayout:
     prefix_ids: torch.Tensor  # [P] long: prompt text before the video
     suffix_ids: torch.Tensor  # [S] long: prompt text after the video
     query_from: int  # first suffix row that is a query row (skips <|vision_end|>)
-    positions: torch.Tensor  # [3, P + N + S] long: the real prompt's M-RoPE positions
+    positions: torch.Tensor  # [3, P + N + S] long: the real prompt's M-RoPE positions ([P + N + S]: 1-D)
     tokens_per_group: int  # visual tokens per temporal group (H * W after merging)
     # Earlier media items in the prefix: (row of prefix_ids holding the item's slot token,
     # its embeddings [m, D]); each slot row is replaced by those rows. `positions` counts
     # the replaced rows.
     prefix_media: tuple[tuple[int, torch.Tensor], ...] = ()
+    # Rows the family puts right after the visual tokens, never pruned and never query
+    # rows (LLaVA-OneVision's newline embedding) # [e, D], or None.
+    visual_tail: torch.Tensor | None = None
 
 
 class DecoderScoringPass:
@@ -106,17 +109,21 @@ def score_together(
         # not queue this pass's kernels behind it. Nothing here copies device to host.
         prefix = _with_media(embed(layout.prefix_ids.to(device, non_blocking=True)), layout.prefix_media)
         suffix = embed(layout.suffix_ids.to(device, non_blocking=True))
+        query_from = layout.query_from
+        if layout.visual_tail is not None:  # it opens the suffix; the query starts after it
+            suffix = torch.cat([layout.visual_tail.to(device=device, dtype=suffix.dtype), suffix])
+            query_from += layout.visual_tail.shape[0]
         pieces += [prefix, item.visual.to(prefix.dtype), suffix]
         num_prefix, num_visual, num_suffix = prefix.shape[0], item.visual.shape[0], suffix.shape[0]
         length = num_prefix + num_visual + num_suffix
         end = visibility_end(num_prefix, num_visual, num_suffix, layout.tokens_per_group, item.segment_groups)
-        spans.append(_Span(start, num_prefix, num_visual, length, layout.query_from, end))
+        spans.append(_Span(start, num_prefix, num_visual, length, query_from, end))
         position_columns.append(layout.positions)
         start += length
     # Fresh tensors: fused RMSNorm with a residual updates its inputs in place.
     x = torch.cat(pieces, dim=0)  # [L, D], L summed over the videos
     seq_len = x.shape[0]
-    positions = torch.cat(position_columns, dim=1).to(device, non_blocking=True)
+    positions = torch.cat(position_columns, dim=-1).to(device, non_blocking=True)  # [3, L] or [L] (1-D)
 
     residual = None
     for index in range(prune_layer + 1):

@@ -74,6 +74,17 @@ def build_model(config: Qwen2_5_VLConfig) -> Qwen2_5_VLForConditionalGeneration:
     return Qwen2_5_VLForConditionalGeneration(config).float()
 
 
+def save_generation_config(tokenizer: PreTrainedTokenizerFast, out: Path) -> None:
+    """Greedy decoding that stops at the end of the assistant's turn (Qwen's tokens)."""
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
+    GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    ).save_pretrained(out)
+
+
 def save_checkpoint(
     model: Qwen2_5_VLForConditionalGeneration,
     tokenizer: PreTrainedTokenizerFast,
@@ -88,13 +99,7 @@ def save_checkpoint(
     out = Path(out)
     model.to(torch.bfloat16).save_pretrained(out)
     model.float()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
-    GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    ).save_pretrained(out)
+    save_generation_config(tokenizer, out)
     pixel_budget = dict(
         min_pixels=min_pixels, max_pixels=max_pixels, patch_size=PATCH,
         temporal_patch_size=TEMPORAL_PATCH, merge_size=MERGE,

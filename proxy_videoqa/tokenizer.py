@@ -40,14 +40,21 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(corpus: Iterable[str], single_tokens: Iterable[str] = ()) -> PreTrainedTokenizerFast:
-    """Train a BPE on `corpus`; every word in `single_tokens` must come out as one token."""
+def build_tokenizer(
+    corpus: Iterable[str],
+    single_tokens: Iterable[str] = (),
+    extra_special_tokens: Iterable[str] = (),
+    chat_template: str = CHAT_TEMPLATE,
+) -> PreTrainedTokenizerFast:
+    """Train a BPE on `corpus`; every word in `single_tokens` must come out as one token.
+    `extra_special_tokens` follow Qwen's (another family's media tokens, e.g. `<video>`)."""
+    special_tokens = SPECIAL_TOKENS + list(extra_special_tokens)
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=1000,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -56,9 +63,9 @@ def build_tokenizer(corpus: Iterable[str], single_tokens: Iterable[str] = ()) ->
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
+        additional_special_tokens=special_tokens[1:],
         model_max_length=32768,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
     for word in single_tokens:
         pieces = tokenizer.encode(word, add_special_tokens=False)

@@ -1,6 +1,7 @@
-"""Build a tiny, randomly initialised Qwen2.5-VL checkpoint offline and deterministically.
+"""Build a tiny, randomly initialised Qwen2.5-VL or LLaVA-OneVision checkpoint, offline.
 
 Usage: python scripts/build_tiny_model.py OUT_DIR [--layers 4] [--arch ARCH]
+       [--family qwen2.5-vl|llava-onevision]
 
 Writes config.json, model.safetensors, a byte-level BPE tokenizer trained locally with
 the Qwen special tokens and chat template, and the processor configs. The same command
@@ -29,7 +30,13 @@ CORPUS = [
 ]
 
 
-def build(out_dir: str | Path, num_layers: int = 4, architecture: str | None = None) -> Path:
+def build(
+    out_dir: str | Path, num_layers: int = 4, architecture: str | None = None, family: str = "qwen2.5-vl"
+) -> Path:
+    if family == "llava-onevision":
+        from scripts.tiny_llava_onevision import build as build_llava_onevision
+
+        return build_llava_onevision(out_dir, CORPUS * 50, num_layers, architecture)
     torch.manual_seed(0)
     tokenizer = build_tokenizer(CORPUS * 50)
     size = ModelSize(
@@ -48,8 +55,9 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--arch", default=None, help="architecture to write into config.json")
+    parser.add_argument("--family", choices=["qwen2.5-vl", "llava-onevision"], default="qwen2.5-vl")
     args = parser.parse_args()
-    print(build(args.out_dir, args.layers, args.arch))
+    print(build(args.out_dir, args.layers, args.arch, args.family))
 
 
 if __name__ == "__main__":

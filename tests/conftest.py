@@ -38,3 +38,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory) -> Path:
+    """The tiny LLaVA-OneVision build (scripts/tiny_llava_onevision.py)."""
+    out = tmp_path_factory.mktemp("models") / "tiny-llava-onevision"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "build_tiny_model.py"),
+            str(out),
+            "--family",
+            "llava-onevision",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out

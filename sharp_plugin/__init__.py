@@ -12,12 +12,17 @@ ARCHITECTURES = {
     "SharpQwen2_5_VLForConditionalGeneration": (
         "sharp_plugin.vllm.qwen2_5_vl:SharpQwen2_5_VLForConditionalGeneration"
     ),
+    "SharpLlavaOnevisionForConditionalGeneration": (
+        "sharp_plugin.vllm.llava_onevision:SharpLlavaOnevisionForConditionalGeneration"
+    ),
 }
 
 # The stock architecture each ShaRP class serves: what a server picks from a model's
 # config.json.
 SHARP_FOR_STOCK = {
     "Qwen2_5_VLForConditionalGeneration": "SharpQwen2_5_VLForConditionalGeneration",
+    # LLaVA-Video checkpoints in Hugging Face format load as LLaVA-OneVision.
+    "LlavaOnevisionForConditionalGeneration": "SharpLlavaOnevisionForConditionalGeneration",
 }
 
 WORKER_EXTENSION = "sharp_plugin.vllm.reports.SharpWorkerExtension"

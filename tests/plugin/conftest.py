@@ -10,13 +10,19 @@ SHARP_ARCH = "SharpQwen2_5_VLForConditionalGeneration"
 
 
 def make_llm(
-    model_dir, *, sharp: bool, dtype: str = "bfloat16", sharp_defaults: dict | None = None, **engine_args
+    model_dir,
+    *,
+    sharp: bool,
+    dtype: str = "bfloat16",
+    sharp_defaults: dict | None = None,
+    architecture: str = SHARP_ARCH,
+    **engine_args,
 ):
     from vllm import LLM
 
     hf_overrides = None
     if sharp:
-        hf_overrides = {"architectures": [SHARP_ARCH]}
+        hf_overrides = {"architectures": [architecture]}
         if sharp_defaults:
             hf_overrides["sharp_defaults"] = sharp_defaults
     extra = {"worker_extension_cls": WORKER_EXTENSION, "scheduler_cls": SCHEDULER} if sharp else {}
@@ -77,5 +83,31 @@ def sharp_llm_chunked(tiny_model_dir):
     llm = make_llm(
         tiny_model_dir, sharp=True, enable_chunked_prefill=True, max_num_batched_tokens=CHUNK_TOKENS
     )
+    yield llm
+    _shutdown(llm)
+
+
+# LLaVA-OneVision (tests/plugin/test_llava_onevision.py): fp32, so that kept indices and
+# log-probs can be held to an outside reference.
+SHARP_LLAVA_ARCH = "SharpLlavaOnevisionForConditionalGeneration"
+
+
+@pytest.fixture(scope="session")
+def sharp_llava_llm(tiny_llava_dir):
+    llm = make_llm(tiny_llava_dir, sharp=True, dtype="float32", architecture=SHARP_LLAVA_ARCH)
+    yield llm
+    _shutdown(llm)
+
+
+@pytest.fixture(scope="session")
+def stock_llava_llm(tiny_llava_dir):
+    llm = make_llm(tiny_llava_dir, sharp=False, dtype="float32")
+    yield llm
+    _shutdown(llm)
+
+
+@pytest.fixture(scope="session")
+def sharp_llava_llm_bf16(tiny_llava_dir):
+    llm = make_llm(tiny_llava_dir, sharp=True, architecture=SHARP_LLAVA_ARCH)
     yield llm
     _shutdown(llm)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -48,7 +49,22 @@ class RunningServer:
 
 @pytest.fixture(scope="session")
 def server(default_model, tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
+    with _running_server(tmp_path_factory.mktemp("server"), {}) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def llava_server(tiny_llava_dir, tmp_path_factory):
+    """The default config serving the tiny LLaVA-OneVision build instead: the server
+    picks the ShaRP class from its config.json."""
+    with _running_server(
+        tmp_path_factory.mktemp("llava-server"), {"SHARP_SERVE_ENGINE__MODEL": str(tiny_llava_dir)}
+    ) as running:
+        yield running
+
+
+@contextmanager
+def _running_server(root: Path, env_overrides: dict[str, str]):
     media_root, files_dir = root / "media", root / "files"
     media_root.mkdir()
     port = free_port()
@@ -56,6 +72,7 @@ def server(default_model, tmp_path_factory):
         **TEST_LIMITS,
         "SHARP_SERVE_SECURITY__ALLOWED_LOCAL_ROOT": str(media_root),
         "SHARP_SERVE_FILES__DIRECTORY": str(files_dir),
+        **env_overrides,
     }
     command = [
         sys.executable,

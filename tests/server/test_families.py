@@ -1,10 +1,14 @@
 """The server picks the ShaRP class from the architecture a model's config.json names."""
 
+import base64
 import json
 
 import pytest
 
 from server.engine import sharp_architecture
+from sharp_plugin.core import kept_count
+
+from ..media import noise_video, write_mp4
 
 
 def test_a_stock_checkpoint_gets_its_sharp_class(tiny_model_dir):
@@ -18,10 +22,54 @@ def test_a_checkpoint_that_names_a_sharp_class_keeps_it(default_model):
     assert sharp_architecture(str(default_model)) == "SharpQwen2_5_VLForConditionalGeneration"
 
 
+def test_a_llava_onevision_checkpoint_gets_its_sharp_class(tiny_llava_dir):
+    assert sharp_architecture(str(tiny_llava_dir)) == "SharpLlavaOnevisionForConditionalGeneration"
+
+
 def test_an_unsupported_family_is_refused_by_name(tmp_path):
-    config = {"architectures": ["LlavaOnevisionForConditionalGeneration"], "model_type": "llava_onevision"}
+    config = {"architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl"}
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(
-        ValueError, match=r"engine\.model: .* is a LlavaOnevisionForConditionalGeneration; ShaRP serves"
+        ValueError, match=r"engine\.model: .* is a Qwen3VLForConditionalGeneration; ShaRP serves"
     ):
         sharp_architecture(str(tmp_path))
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_llava_onevision_server_answers_the_openai_client_with_its_report(llava_server, tmp_path, stream):
+    """The default config serving LLaVA-OneVision: 4 s at the default 2 fps is 8 frames of
+    4 x 4 pooled tokens, N = 128; at retention 0.25 the prompt holds 32 of them plus
+    the newline."""
+    pixels, _ = noise_video(5 + stream, frames=32, size=224)  # a fresh video each: no cache hit
+    clip = write_mp4(tmp_path / "clip.mp4", pixels, fps=8)
+    url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    client = llava_server.client()
+    (model,) = [entry.id for entry in client.models.list().data]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video_url", "video_url": {"url": url}},
+                {"type": "text", "text": "What is it?"},
+            ],
+        }
+    ]
+    sharp = {"sharp": {"method": "sharp", "retention": 0.25}}
+    if not stream:
+        response = client.chat.completions.create(
+            model=model, messages=messages, max_tokens=4, temperature=0.0, extra_body=sharp
+        )
+        report = response.model_extra["sharp"]
+        assert response.choices[0].finish_reason in {"length", "stop"}
+    else:
+        chunks = list(
+            client.chat.completions.create(
+                model=model, messages=messages, max_tokens=4, temperature=0.0, stream=True,
+                stream_options={"include_usage": True}, extra_body=sharp,
+            )
+        )  # fmt: skip
+        report = next(c.model_extra["sharp"] for c in chunks if (c.model_extra or {}).get("sharp"))
+        assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content is not None) >= 1
+    assert (report["video_tokens"], report["video_tokens_kept"]) == (128, kept_count(0.25, 128))
+    assert report["videos"][0]["fallback"] is None and report["videos"][0]["scoring_ms"] > 0, report["videos"]

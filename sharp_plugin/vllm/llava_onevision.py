@@ -1,0 +1,123 @@
+"""LLaVA-OneVision (and LLaVA-Video checkpoints in its Hugging Face format): only what
+differs from other families.
+
+- 1-D positions: vLLM gives the prompt's tokens consecutive positions, so the kept
+  tokens of a video sit at consecutive positions after the text before it (see
+  docs/method.md, "LLaVA-OneVision"). No position channels, no M-RoPE recomputation:
+  this model is not `SupportsMultiModalPruning`, and vLLM's pruning path stays off.
+- A video is its frames' pooled tokens (frames x pooled rows x pooled columns) plus
+  one newline embedding after the last frame; selection chooses among the frame
+  tokens, and the newline always follows the kept ones.
+- The scoring pass's sequence is the unpruned prompt at positions 0..L-1, as the model
+  would see it without pruning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from vllm.model_executor.models.llava_onevision import (
+    LlavaOnevisionDummyInputsBuilder,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionMultiModalProcessor,
+    LlavaOnevisionProcessingInfo,
+    LlavaOnevisionVideoPixelInputs,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+
+from .model import SharpModelMixin
+from .processor import SharpProcessingInfoMixin, SharpProcessorMixin, strip_sharp
+
+
+def pooled_frame_side(config) -> int:
+    """Pooled tokens per side of one frame (vLLM's `_get_num_frame_tokens`)."""
+    patches = config.vision_config.image_size // config.vision_config.patch_size
+    return math.ceil(patches / getattr(config, "spatial_pool_stride", 2))
+
+
+class SharpLlavaOnevisionProcessingInfo(SharpProcessingInfoMixin, LlavaOnevisionProcessingInfo):
+    pass
+
+
+class SharpLlavaOnevisionMultiModalProcessor(SharpProcessorMixin, LlavaOnevisionMultiModalProcessor):
+    sharp_video_extra_embeds = 1  # the newline after the video
+
+    def _apply_hf_processor_main(self, mm_items, hf_kwargs):
+        # vLLM's LLaVA-OneVision processor calls the HF processor itself, with these
+        # kwargs: `sharp` must not reach it (see strip_sharp), but the fields need it.
+        processed = super()._apply_hf_processor_main(mm_items, strip_sharp(hf_kwargs))
+        return self._add_sharp_fields(processed, hf_kwargs)
+
+    def _postprocess_hf_mm_data(self, mm_inputs, hf_processor_mm_kwargs, processed):
+        # The fields are added by _apply_hf_processor_main, which still sees `sharp`.
+        return LlavaOnevisionMultiModalProcessor._postprocess_hf_mm_data(
+            self, mm_inputs, hf_processor_mm_kwargs, processed
+        )
+
+    def _sharp_video_token_counts(self, processed) -> list[int] | None:
+        videos = processed.get("pixel_values_videos")
+        if videos is None:
+            return None
+        per_frame = pooled_frame_side(self.info.get_hf_config()) ** 2
+        return [len(video) * per_frame for video in videos]
+
+    def _sharp_num_images(self, processed) -> int:
+        sizes = processed.get("image_sizes")
+        return 0 if sizes is None else len(sizes)
+
+    def _sharp_black_pixels(self) -> torch.Tensor:
+        """One all-black frame, as the video processor normalises it. # [C, H, W] float32"""
+        video_processor = self.info.get_hf_processor().video_processor
+        side = self.info.get_hf_config().vision_config.image_size
+        frames = np.zeros((1, side, side, 3), dtype=np.uint8)
+        out = video_processor(videos=[frames], return_tensors="pt")
+        return out["pixel_values_videos"][0][0].float().contiguous()
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    SharpLlavaOnevisionMultiModalProcessor,
+    info=SharpLlavaOnevisionProcessingInfo,
+    dummy_inputs=LlavaOnevisionDummyInputsBuilder,
+)
+class SharpLlavaOnevisionForConditionalGeneration(SharpModelMixin, LlavaOnevisionForConditionalGeneration):
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self._sharp_init()
+
+    def _sharp_decoder(self) -> torch.nn.Module:
+        return self.language_model.model
+
+    def _sharp_video_grids(self, video_input) -> list[list[int]]:
+        side = pooled_frame_side(self.config)
+        return [[len(video), side, side] for video in video_input["pixel_values_videos"]]
+
+    def _sharp_tokens_per_group(self, grid) -> int:
+        return grid[1] * grid[2]  # a group is one frame
+
+    def _sharp_split_video_output(self, embeddings: torch.Tensor):
+        rows = embeddings.reshape(-1, embeddings.shape[-1])
+        return rows[:-1], rows[-1:]
+
+    def _sharp_image_outputs(self, image_input):
+        return [(emb, None) for emb in self._process_image_input(image_input)]
+
+    def _process_video_input(self, video_input):
+        return self._process_video_pixels(video_input)
+
+    def _sharp_embed_black_video(self, grid_thw: Sequence[int], black_row: torch.Tensor) -> torch.Tensor:
+        frames = int(grid_thw[0])
+        tower = self.vision_tower
+        pixels = black_row.to(device=self.image_newline.device, dtype=self.image_newline.dtype)
+        features = self._video_pixels_to_features(tower, pixels.unsqueeze(0).expand(frames, -1, -1, -1))
+        return features.reshape(-1, features.shape[-1])
+
+    def _sharp_video_subset(self, video_input, indices: Sequence[int]):
+        videos = video_input["pixel_values_videos"]
+        chosen = videos[list(indices)] if torch.is_tensor(videos) else [videos[i] for i in indices]
+        side = self.config.vision_config.image_size
+        return LlavaOnevisionVideoPixelInputs(
+            type="pixel_values_videos", pixel_values_videos=chosen, resolve_bindings={"h": side, "w": side}
+        )

@@ -1,0 +1,192 @@
+"""LLaVA-OneVision on its tiny offline build, both engines in fp32: the ShaRP class with
+nothing pruned is the stock model; counts shrink exactly (kept frame tokens plus the
+newline); kept indices and the pruned prefill's log-probs equal an outside reference
+(HF transformers, tests/plugin/llava_reference.py); the caches and the refusals behave
+as on Qwen2.5-VL."""
+
+import math
+
+import pytest
+import torch
+
+from sharp_plugin.core import SharpSettings, kept_count, select_tokens
+
+from ..media import noise_video
+from . import engine_helpers
+from .engine_helpers import generate, new_report_id, report, request
+from .llava_reference import LlavaReference
+
+pytestmark = pytest.mark.engine
+
+FRAMES, SIDE = 16, 112  # 16 frames of 4 x 4 pooled tokens: N = 256, then one newline
+NUM_TOKENS = 256
+QUESTION = "What colour is the circle?"
+
+
+def llava_prompt(question: str = QUESTION) -> str:
+    return f"<|im_start|>user <video>\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def video(seed: int):
+    return noise_video(seed, frames=FRAMES, size=SIDE)
+
+
+def video_placeholders(llm, output) -> int:
+    return output.prompt_token_ids.count(llm.get_tokenizer().convert_tokens_to_ids("<video>"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_llava_dir):
+    return LlavaReference(tiny_llava_dir)
+
+
+def _with_logprobs(llm, req):
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=6, temperature=0.0, prompt_logprobs=0, seed=0)
+    (output,) = llm.generate([req], params, use_tqdm=False)
+    return output
+
+
+def _prompt_logprobs(output) -> torch.Tensor:
+    ids = output.prompt_token_ids
+    return torch.tensor(
+        [entry[t].logprob for entry, t in zip(output.prompt_logprobs[1:], ids[1:], strict=True)]
+    )
+
+
+@pytest.mark.parametrize("sharp", [None, {"method": "sharp", "retention": 1.0}], ids=["no-settings", "r=1.0"])
+def test_unpruned_is_the_stock_model(sharp_llava_llm, stock_llava_llm, sharp):
+    media = {"video": video(0)}
+    stock = _with_logprobs(stock_llava_llm, request(llava_prompt(), media))
+    ours = _with_logprobs(sharp_llava_llm, request(llava_prompt(), media, sharp))
+    assert ours.prompt_token_ids == stock.prompt_token_ids
+    assert video_placeholders(sharp_llava_llm, ours) == NUM_TOKENS + 1
+    assert ours.outputs[0].token_ids == stock.outputs[0].token_ids
+    worst = max(
+        abs(a - b)
+        for a, b in zip(_prompt_logprobs(stock), _prompt_logprobs(ours), strict=True)
+        if math.isfinite(a)
+    )
+    assert worst < 1e-5, f"prompt log-probs differ by up to {worst}"
+
+
+@pytest.mark.parametrize("method", ["sharp", "fastv", "uniform"])
+def test_counts_shrink_exactly(sharp_llava_llm, method):
+    for retention in (0.5, 0.25, 0.1):
+        rid = new_report_id()
+        (output,) = generate(
+            sharp_llava_llm,
+            request(llava_prompt(), {"video": video(1)}, {"method": method, "retention": retention}, rid),
+        )
+        kept = kept_count(retention, NUM_TOKENS)
+        assert video_placeholders(sharp_llava_llm, output) == kept + 1, "kept frame tokens and the newline"
+        (entry,) = report(sharp_llava_llm, rid)
+        assert (entry["video_tokens"], entry["video_tokens_kept"], entry["fallback"]) == (
+            NUM_TOKENS,
+            kept,
+            None,
+        )
+
+
+SETTINGS = {
+    "fastv": {"method": "fastv", "retention": 0.25, "prune_layer": 2},
+    "sharp, black prior by the question, segments, dedup": {
+        "method": "sharp", "retention": 0.25, "prune_layer": 2, "segment_frames": 4,
+        "debias": "black", "prior_query": "question", "lam": 1.0, "dedup_threshold": 0.9,
+    },
+    "sharp, mean prior, divide, layer 1": {
+        "method": "sharp", "retention": 0.1, "prune_layer": 1, "segment_frames": 2,
+        "debias": "mean", "calibration": "divide", "dedup_threshold": 0.8,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_kept_indices_match_an_outside_reference(sharp_llava_llm, reference, name):
+    settings = SETTINGS[name]
+    frames, _ = media = video(40)
+    rid = new_report_id()
+    generate(sharp_llava_llm, request(llava_prompt(), {"video": media}, settings, rid))
+    (inside,) = report(sharp_llava_llm, rid)
+    assert inside["fallback"] is None
+
+    prefix, suffix, visual, newline, black, per_frame = reference.prepare(llava_prompt(), frames)
+    parsed = SharpSettings(**settings)
+    scorer = reference.scoring_pass(prefix, suffix, newline, per_frame, parsed.prune_layer)
+    outside = select_tokens(
+        parsed, visual, scorer, lambda frames_per_segment: scorer(black, frames_per_segment).scores
+    )
+    assert inside["kept_indices"] == outside.kept.tolist()
+
+
+# Measured on the tiny model (max |difference| over the prompt): fp32 engine 5e-7, bf16
+# engine 3e-3. Giving the kept tokens their unpruned
+# positions instead moves the log-probs by 4e-3, which the fp32 bound catches 40 times
+# over and the bf16 bound does not.
+FP32_LOGPROB_TOLERANCE = 1e-4
+BF16_LOGPROB_TOLERANCE = 2e-2
+
+
+@pytest.mark.parametrize(
+    ("engine", "tolerance"),
+    [("sharp_llava_llm", FP32_LOGPROB_TOLERANCE), ("sharp_llava_llm_bf16", BF16_LOGPROB_TOLERANCE)],
+)
+def test_pruned_prefill_equals_a_reference_forward_at_consecutive_positions(
+    request, reference, engine, tolerance
+):
+    """The pruned prefill's prompt log-probs against HF's forward over the same prompt
+    [prefix | kept frame tokens | newline | suffix] at consecutive positions, the
+    placement this family serves (docs/method.md). In fp32 the same forward with each
+    token at its unpruned position is far outside the tolerance, so the test tells the
+    two placements apart."""
+    llm = request.getfixturevalue(engine)  # pytest's request: the engine fixture by name
+    frames, _ = media = video(42)
+    rid = new_report_id()
+    output = _with_logprobs(
+        llm,
+        engine_helpers.request(llava_prompt(), {"video": media}, {"method": "sharp", "retention": 0.25}, rid),
+    )
+    (inside,) = report(llm, rid)
+    kept = torch.tensor(inside["kept_indices"])
+    ids = list(output.prompt_token_ids)
+    prefix, _, visual, newline, _, _ = reference.prepare(llava_prompt(), frames)
+    served = _prompt_logprobs(output)
+    consecutive = reference.prompt_logprobs(ids, len(prefix), visual, newline, kept)
+    original = reference.prompt_logprobs(ids, len(prefix), visual, newline, kept, original_positions=True)
+    agreement = float((served - consecutive).abs().max())
+    choice = float((consecutive - original).abs().max())
+    print(f"{engine}: served vs reference {agreement:.2e}; consecutive vs unpruned positions {choice:.2e}")
+    assert agreement < tolerance
+    if tolerance == FP32_LOGPROB_TOLERANCE:
+        assert choice > 10 * tolerance
+
+
+def test_a_new_question_gets_a_new_selection_and_the_same_request_a_cache_hit(sharp_llava_llm):
+    settings = {"method": "sharp", "retention": 0.25}
+    media = {"video": video(50)}
+    entries = []
+    for question in (QUESTION, QUESTION, "Where does it move?"):
+        rid = new_report_id()
+        generate(sharp_llava_llm, request(llava_prompt(question), media, settings, rid))
+        (entry,) = report(sharp_llava_llm, rid)
+        entries.append(entry)
+    first, same, other = entries
+    assert same["selection_id"] == first["selection_id"], "the same request reuses the cached selection"
+    assert other["selection_id"] != first["selection_id"]
+    assert other["vision_cached"] is True, "a new question on a known video skips the tower"
+    assert other["kept_indices"] != first["kept_indices"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [({"retention": 1.5}, "retention"), ({"method": "sharp", "prune_layer": 9}, "prune_layer")],
+)
+def test_invalid_settings_are_refused_by_field_and_the_engine_keeps_serving(sharp_llava_llm, settings, field):
+    with pytest.raises(ValueError, match=rf"sharp\.{field}:"):
+        generate(sharp_llava_llm, request(llava_prompt(), {"video": video(60)}, settings))
+    (output,) = generate(
+        sharp_llava_llm,
+        request(llava_prompt(), {"video": video(61)}, {"method": "uniform", "retention": 0.5}),
+    )
+    assert video_placeholders(sharp_llava_llm, output) == kept_count(0.5, NUM_TOKENS) + 1

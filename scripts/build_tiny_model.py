@@ -1,7 +1,7 @@
-"""Build a tiny, randomly initialised Qwen2.5-VL or LLaVA-OneVision checkpoint, offline.
+"""Build a tiny, randomly initialised Qwen2.5-VL, LLaVA-OneVision or Qwen3-VL checkpoint, offline.
 
 Usage: python scripts/build_tiny_model.py OUT_DIR [--layers 4] [--arch ARCH]
-       [--family qwen2.5-vl|llava-onevision]
+       [--family qwen2.5-vl|llava-onevision|qwen3-vl]
 
 Writes config.json, model.safetensors, a byte-level BPE tokenizer trained locally with
 the Qwen special tokens and chat template, and the processor configs. The same command
@@ -37,6 +37,10 @@ def build(
         from scripts.tiny_llava_onevision import build as build_llava_onevision
 
         return build_llava_onevision(out_dir, CORPUS * 50, num_layers, architecture)
+    if family == "qwen3-vl":
+        from scripts.tiny_qwen3_vl import build as build_qwen3_vl
+
+        return build_qwen3_vl(out_dir, CORPUS * 50, num_layers, architecture)
     torch.manual_seed(0)
     tokenizer = build_tokenizer(CORPUS * 50)
     size = ModelSize(
@@ -55,7 +59,9 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--arch", default=None, help="architecture to write into config.json")
-    parser.add_argument("--family", choices=["qwen2.5-vl", "llava-onevision"], default="qwen2.5-vl")
+    parser.add_argument(
+        "--family", choices=["qwen2.5-vl", "llava-onevision", "qwen3-vl"], default="qwen2.5-vl"
+    )
     args = parser.parse_args()
     print(build(args.out_dir, args.layers, args.arch, args.family))
 

@@ -137,10 +137,12 @@ def score_together(
         q, k, v = _project_qkv(attn, h, positions)  # [H, L, d], [H_kv, L, d] x2
         if index == prune_layer:
             return _scores_at_layer_k(attn, q, k, residual, spans, tp_size)
-        outs = [_attention(q[:, s.rows], k[:, s.rows], v[:, s.rows], attn.scaling, s.end) for s in spans]
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        out = out.transpose(0, 1).reshape(seq_len, -1)
-        out, _ = attn.o_proj(out)
+        # Each video's attention writes its rows of one buffer, in o_proj's input layout.
+        attended = q.new_empty(seq_len, attn.num_heads, attn.head_dim)  # [L, H, d]
+        for span in spans:
+            rows = span.rows
+            _attention(q[:, rows], k[:, rows], v[:, rows], attn.scaling, span.end, out=attended[rows])
+        out, _ = attn.o_proj(attended.view(seq_len, -1))
         h, residual = layer.post_attention_layernorm(out, residual)
         x = torch.cat([layer.mlp(h[i : i + _MLP_ROW_BLOCK]) for i in range(0, seq_len, _MLP_ROW_BLOCK)])
     raise AssertionError("unreachable: the loop returns at prune_layer")
@@ -232,9 +234,9 @@ def _query_attention_sums(q, k, rows: torch.Tensor, scale: float) -> torch.Tenso
     return sums
 
 
-def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
+def _attention(q, k, v, scale: float, end: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Attention over all rows, each row seeing the columns up to its `end` (causal, or
-    segment-aware). # [H, L, d] in q's dtype
+    segment-aware). # [H, L, d] in q's dtype, written into `out` ([L, H, d]) if given
 
     Plain matmuls in the model's dtype, as the real forward's attention kernels run them
     (bf16 inputs, fp32 accumulation): on CPU, float32 copies made this 3x slower for a
@@ -252,7 +254,9 @@ def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
     group = num_heads // num_kv_heads
     keys_t = k.transpose(1, 2).contiguous()  # [H_kv, d, L]: one copy per layer, not per block
     q_grouped = q.view(num_kv_heads, group, seq_len, head_dim)
-    out = q.new_empty(num_kv_heads, group, seq_len, head_dim)
+    if out is None:
+        out = q.new_empty(seq_len, num_heads, head_dim)
+    target = out.permute(1, 0, 2).view(num_kv_heads, group, seq_len, head_dim)  # a view: writes land in out
     end = end.cpu()  # the block bounds below are host ints: read from a host copy
     end_on_device = end.to(q.device, non_blocking=True)  # the masks are built from this one
     step = _rows_per_block(num_heads, seq_len)
@@ -269,5 +273,5 @@ def _attention(q, k, v, scale: float, end: torch.Tensor) -> torch.Tensor:
             hidden = ~attention_mask(on_device - seen, reach - seen, q.device)  # [rows, reach - seen]
             logits.view(num_kv_heads, group, rows, reach)[..., seen:].masked_fill_(hidden, float("-inf"))
         probs = logits.softmax(dim=-1)
-        out[:, :, start:stop] = torch.bmm(probs, v[:, :reach]).view(num_kv_heads, group, rows, head_dim)
-    return out.view(num_heads, seq_len, head_dim)
+        target[:, :, start:stop] = torch.bmm(probs, v[:, :reach]).view(num_kv_heads, group, rows, head_dim)
+    return out.permute(1, 0, 2)

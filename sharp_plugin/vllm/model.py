@@ -104,7 +104,6 @@ class SharpModelMixin:
 
     # ---- setup ------------------------------------------------------------------------
     def _sharp_init(self) -> None:
-        self.is_multimodal_pruning_enabled = True
         self._sharp_tp_size = get_tensor_model_parallel_world_size()
         self._sharp_prior_cache: BoundedStore[torch.Tensor] = BoundedStore(_PRIOR_CACHE_ENTRIES)
         self._sharp_black_cache: BoundedStore[torch.Tensor] = BoundedStore(

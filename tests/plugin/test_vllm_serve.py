@@ -1,6 +1,7 @@
-"""The plugin under stock `vllm serve`: opt in with --hf-overrides, per-request settings
-via mm_processor_kwargs (needs --trust-request-mm-kwargs), driven by the official
-openai client with a real H.264 mp4 sent as a data: URL."""
+"""The plugin under stock `vllm serve`, for each supported family: opt in with
+--hf-overrides, per-request settings via mm_processor_kwargs (needs
+--trust-request-mm-kwargs), driven by the official openai client with a real H.264 mp4
+sent as a data: URL."""
 
 from __future__ import annotations
 
@@ -17,21 +18,30 @@ from sharp_plugin.core import kept_count
 
 from ..media import noise_video, write_mp4
 from ..process import free_port, http_server
-from .conftest import SHARP_ARCH
+from .conftest import SHARP_ARCH, SHARP_LLAVA_ARCH
 
 pytestmark = pytest.mark.engine
 
 STARTUP_TIMEOUT_S = 300
 
 
-@pytest.fixture(scope="module")
-def vllm_server(tiny_model_dir, tmp_path_factory):
+# family -> (the fixture holding its tiny build, its ShaRP class)
+FAMILIES = {
+    "qwen2.5-vl": ("tiny_model_dir", SHARP_ARCH),
+    "llava-onevision": ("tiny_llava_dir", SHARP_LLAVA_ARCH),
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def vllm_server(request, tmp_path_factory):
+    fixture, architecture = FAMILIES[request.param]
+    model_dir = request.getfixturevalue(fixture)
     media_dir = tmp_path_factory.mktemp("media")
     port = free_port()
     command = [
-        str(Path(sys.executable).parent / "vllm"), "serve", str(tiny_model_dir),
+        str(Path(sys.executable).parent / "vllm"), "serve", str(model_dir),
         "--host", "127.0.0.1", "--port", str(port),
-        "--hf-overrides", json.dumps({"architectures": [SHARP_ARCH]}),
+        "--hf-overrides", json.dumps({"architectures": [architecture]}),
         "--trust-request-mm-kwargs",
         "--worker-extension-cls", WORKER_EXTENSION,
         "--scheduler-cls", SCHEDULER,
@@ -71,7 +81,7 @@ def _chat(client, model, url, extra_body=None):
     )
 
 
-def test_retention_reduces_prompt_tokens_under_stock_vllm_serve(vllm_server, mp4_data_url, tiny_model_dir):
+def test_retention_reduces_prompt_tokens_under_stock_vllm_serve(vllm_server, mp4_data_url):
     import openai
 
     base_url, _ = vllm_server

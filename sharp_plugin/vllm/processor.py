@@ -101,8 +101,13 @@ def _earlier_hashes(
     return context
 
 
-def _media_as_slots(tokens: Sequence[int], media: set[int]) -> list[int]:
-    """The tokens with each run of one media placeholder collapsed to a single slot token."""
+def _media_as_slots(tokens: Sequence[int], media: set[int], expanded: bool = True) -> list[int]:
+    """The tokens with each media item as a single slot token: each run of one media
+    placeholder collapsed when the prompt's placeholders are `expanded` (one token per
+    embedding), else the tokens as they are (one token per item: LLaVA's template puts
+    two videos side by side, `<video><video>`)."""
+    if not expanded:
+        return list(tokens)
     return [t for i, t in enumerate(tokens) if t not in media or i == 0 or tokens[i - 1] != t]
 
 
@@ -192,7 +197,7 @@ class SharpProcessorMixin:
             self.info.get_sharp_defaults(),
             num_decoder_layers=self.info.get_num_decoder_layers(),
         )
-        items = self._split_prompt(list(inputs.prompt))
+        items = self._split_prompt(list(inputs.prompt), self._placeholders_expanded(inputs))
         if settings.needs_scoring_pass:
             for item in items:
                 if not item["has_question"]:
@@ -214,7 +219,19 @@ class SharpProcessorMixin:
             FRONTEND_RECORDS.put(report_id, self._frontend_record(settings, sharp[_HASHES]))
         return result
 
-    def _split_prompt(self, prompt: list[int]) -> list[dict[str, Any]]:
+    def _placeholders_expanded(self, inputs) -> bool:
+        """Whether the prompt's media placeholders are already expanded to one token per
+        embedding (a prompt of token ids can arrive so) rather than one token per item."""
+        for modality, token in (
+            ("video", self.info.sharp_video_token_id),
+            ("image", self.info.sharp_image_token_id),
+        ):
+            count = inputs.mm_data_items.get_count(modality, strict=False)
+            if count and inputs.prompt.count(token) != count:
+                return True
+        return False
+
+    def _split_prompt(self, prompt: list[int], expanded: bool = True) -> list[dict[str, Any]]:
         """Per video placeholder: the scoring pass's prompt before it (earlier media as slot
         tokens) and after it (later media dropped), and where its query rows start.
 
@@ -235,10 +252,10 @@ class SharpProcessorMixin:
             if prompt[index] != video_token:
                 index += 1
                 continue
-            stop = index
-            while stop < len(prompt) and prompt[stop] == video_token:
-                stop += 1  # tolerate an already expanded placeholder run
-            prefix = _media_as_slots(prompt[:index], media)
+            stop = index + 1
+            while expanded and stop < len(prompt) and prompt[stop] == video_token:
+                stop += 1  # an already expanded placeholder run is one item
+            prefix = _media_as_slots(prompt[:index], media, expanded)
             suffix = [t for t in prompt[stop:] if t not in media]
             query_from = 1 if suffix and vision_end is not None and suffix[0] == vision_end else 0
             asked_after = self._is_text(self._turn_text_after(suffix[query_from:]))
@@ -314,7 +331,8 @@ class SharpProcessorMixin:
         settings = SharpSettings.model_validate(sharp[_SETTINGS])
         items = sharp[_ITEMS]
         algorithm = self.info.ctx.get_mm_config().mm_hasher_algorithm
-        order = self._media_order(list(inputs.prompt))  # "image" / "video" per item, in prompt order
+        # "image" / "video" per item, in prompt order
+        order = self._media_order(list(inputs.prompt), self._placeholders_expanded(inputs))
         image_hashes = list(hashes.get("image", []))
         video_hashes: list[str] = []
         contexts: list[list[str]] = []
@@ -332,10 +350,10 @@ class SharpProcessorMixin:
             hashes["video"] = video_hashes
         return content, hashes, contexts
 
-    def _media_order(self, prompt: list[int]) -> list[str]:
-        """The modality of each media placeholder run of a prompt, in order."""
+    def _media_order(self, prompt: list[int], expanded: bool = True) -> list[str]:
+        """The modality of each media item of a prompt, in order."""
         kinds = {self.info.sharp_video_token_id: "video", self.info.sharp_image_token_id: "image"}
-        return [kinds[t] for t in _media_as_slots(prompt, set(kinds)) if t in kinds]
+        return [kinds[t] for t in _media_as_slots(prompt, set(kinds), expanded) if t in kinds]
 
     def _get_cache_missing_processor_kwargs(self, inputs, mm_is_cached):
         kwargs = dict(super()._get_cache_missing_processor_kwargs(inputs, mm_is_cached))

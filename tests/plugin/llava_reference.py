@@ -42,7 +42,12 @@ class LlavaReference:
         return ids[:at], ids[at + 1 :], visual, newline, black, tokens_per_frame
 
     def scoring_pass(self, prefix, suffix, newline, tokens_per_frame, prune_layer):
+        """`prefix`: token ids, or embeddings [P, D] (a prompt with media before the video)."""
         return _ScoringPass(self.model, prefix, suffix, newline, tokens_per_frame, prune_layer)
+
+    @torch.inference_mode()
+    def embed(self, ids) -> torch.Tensor:
+        return self.model.model.language_model.embed_tokens(torch.tensor(ids))
 
     @torch.inference_mode()
     def prompt_logprobs(self, prompt_ids, num_prefix, visual, newline, kept, original_positions=False):
@@ -71,7 +76,8 @@ class LlavaReference:
 class _ScoringPass:
     def __init__(self, model, prefix, suffix, newline, tokens_per_frame, prune_layer):
         self.model = model
-        self.prefix, self.suffix = torch.tensor(prefix), torch.tensor(suffix)
+        self.prefix = prefix if torch.is_tensor(prefix) else torch.tensor(prefix)
+        self.suffix = torch.tensor(suffix)
         self.newline, self.tokens_per_frame, self.prune_layer = newline, tokens_per_frame, prune_layer
 
     def mask(self, num_visual: int, segment_frames: int) -> torch.Tensor:
@@ -93,9 +99,8 @@ class _ScoringPass:
     @torch.inference_mode()
     def __call__(self, visual: torch.Tensor, segment_frames: int) -> ScoringResult:
         lm = self.model.model.language_model
-        x = torch.cat([lm.embed_tokens(self.prefix), visual, self.newline, lm.embed_tokens(self.suffix)])[
-            None
-        ]
+        prefix = self.prefix if self.prefix.is_floating_point() else lm.embed_tokens(self.prefix)
+        x = torch.cat([prefix, visual, self.newline, lm.embed_tokens(self.suffix)])[None]
         out = lm(
             inputs_embeds=x,
             position_ids=torch.arange(x.shape[1])[None],

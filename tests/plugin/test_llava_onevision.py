@@ -120,6 +120,38 @@ def test_kept_indices_match_an_outside_reference(sharp_llava_llm, reference, nam
     assert inside["kept_indices"] == outside.kept.tolist()
 
 
+@pytest.mark.parametrize("name", ["fastv", "sharp, mean prior, divide, layer 1"])
+def test_a_later_video_is_scored_after_the_earlier_videos_kept_tokens(sharp_llava_llm, reference, name):
+    """Two videos in one prompt arrive in one embed call: the second one's scoring pass
+    waits for the first one's selection and has its kept tokens and newline before it,
+    as the prompt does. Both selections equal the outside reference built that way."""
+    settings = SETTINGS[name]
+    (frames_a, _) = first = video(70)
+    (frames_b, _) = second = video(71)
+    prompt = "<|im_start|>user <video><video>\nWhat happens?<|im_end|>\n<|im_start|>assistant\n"
+    rid = new_report_id()
+    generate(sharp_llava_llm, request(prompt, {"video": [first, second]}, settings, rid))
+    inside_a, inside_b = report(sharp_llava_llm, rid)
+    assert (inside_a["context_missing"], inside_b["context_missing"]) == (0, 0)
+
+    ids = reference.processor.tokenizer(prompt)["input_ids"]
+    at = ids.index(reference.config.video_token_index)  # the first video; the second is at + 1
+    suffix = ids[at + 2 :]  # each video's scoring suffix drops the other video's placeholder
+    parsed = SharpSettings(**settings)
+    visual_a, newline = reference.video_rows(frames_a)
+    visual_b, _ = reference.video_rows(frames_b)
+    per_frame = visual_a.shape[0] // FRAMES
+
+    def kept(prefix, visual):
+        scorer = reference.scoring_pass(prefix, suffix, newline, per_frame, parsed.prune_layer)
+        return select_tokens(parsed, visual, scorer).kept
+
+    kept_a = kept(ids[:at], visual_a)
+    assert inside_a["kept_indices"] == kept_a.tolist()
+    prefix_b = torch.cat([reference.embed(ids[:at]), visual_a[kept_a], newline])
+    assert inside_b["kept_indices"] == kept(prefix_b, visual_b).tolist()
+
+
 # Measured on the tiny model (max |difference| over the prompt): fp32 engine 5e-7, bf16
 # engine 3e-3. Giving the kept tokens their unpruned
 # positions instead moves the log-probs by 4e-3, which the fp32 bound catches 40 times

@@ -3,7 +3,7 @@ differs from other families.
 
 - 1-D positions: vLLM gives the prompt's tokens consecutive positions, so the kept
   tokens of a video sit at consecutive positions after the text before it (see
-  docs/method.md, "LLaVA-OneVision"). No position channels, no M-RoPE recomputation:
+  docs/method.md, "Families"). No position channels, no M-RoPE recomputation:
   this model is not `SupportsMultiModalPruning`, and vLLM's pruning path stays off.
 - A video is its frames' pooled tokens (frames x pooled rows x pooled columns) plus
   one newline embedding after the last frame; selection chooses among the frame

@@ -1,7 +1,7 @@
 """An independent reference for LLaVA-OneVision: the same checkpoint loaded with HF
 transformers (eager attention, fp32), driven by sharp_plugin.core outside vLLM.
 
-Nothing here comes from sharp_plugin.vllm. Written from docs/method.md ("LLaVA-OneVision"):
+Nothing here comes from sharp_plugin.vllm. Written from docs/method.md ("Families", LLaVA-OneVision):
 the scoring pass runs over [prefix | frame tokens | newline | suffix] at positions 0..L-1,
 the query is the text after the newline, segments are groups of whole frames; the pruned
 prompt holds the kept frame tokens then the newline, at consecutive positions."""

@@ -182,7 +182,8 @@ class SharpModelMixin:
         keys = [item.get("content_hash") if item and not item.get(PROFILE_KEY) else None for item in items]
         cache = self._sharp_vision_cache
         found = [cache.get(key) if cache is not None and key else None for key in keys]
-        missing = [index for index, emb in enumerate(found) if emb is None]
+        from_cache = [emb is not None for emb in found]
+        missing = [index for index, cached in enumerate(from_cache) if not cached]
         if missing:
             subset = (
                 media_input if len(missing) == len(items) else self._sharp_video_subset(media_input, missing)
@@ -195,8 +196,7 @@ class SharpModelMixin:
                     cache.put(keys[index], emb if len(missing) == 1 else emb.clone())
         if any(item and item.get(PROFILE_KEY) for item in items):
             self._reserve_vision_cache(found[0].device)
-        missed = set(missing)
-        return found, [index not in missed for index in range(len(items))]
+        return found, from_cache
 
     def _reserve_vision_cache(self, device: torch.device) -> None:
         """During vLLM's memory profile: allocate the vision cache's whole budget once, so
@@ -336,7 +336,7 @@ class SharpModelMixin:
             def black_prior(segment_groups: int) -> torch.Tensor:
                 if plan.profiling:  # the memory of computing one, never cached
                     black = self._black_embedding(plan.grid, plan.fields["sharp_black_pixels"])
-                    return self._scoring_pass(settings.prune_layer, layout)(black, segment_groups).scores
+                    return scoring_pass(black, segment_groups).scores
                 prior, cached = self._black_prior(
                     plan.grid,
                     plan.t_scale,

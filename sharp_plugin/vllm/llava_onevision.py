@@ -24,7 +24,6 @@ from vllm.model_executor.models.llava_onevision import (
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionMultiModalProcessor,
     LlavaOnevisionProcessingInfo,
-    LlavaOnevisionVideoPixelInputs,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
@@ -117,7 +116,4 @@ class SharpLlavaOnevisionForConditionalGeneration(SharpModelMixin, LlavaOnevisio
     def _sharp_video_subset(self, video_input, indices: Sequence[int]):
         videos = video_input["pixel_values_videos"]
         chosen = videos[list(indices)] if torch.is_tensor(videos) else [videos[i] for i in indices]
-        side = self.config.vision_config.image_size
-        return LlavaOnevisionVideoPixelInputs(
-            type="pixel_values_videos", pixel_values_videos=chosen, resolve_bindings={"h": side, "w": side}
-        )
+        return self._parse_and_validate_video_input(pixel_values_videos=chosen)

@@ -27,6 +27,23 @@ def video_pads(output, tokenizer) -> int:
     return output.prompt_token_ids.count(tokenizer.convert_tokens_to_ids(VIDEO_PAD))
 
 
+# Bounds on a pruned prefill's prompt log-probs against an outside reference forward
+# over the same kept tokens (every family; each test file states what it measured).
+FP32_LOGPROB_TOLERANCE = 1e-4
+BF16_LOGPROB_TOLERANCE = 2e-2
+
+
+def prompt_logprobs(output):
+    """Log-prob of each prompt token after the first, as vLLM reports it (the request
+    asked for `prompt_logprobs=0`). # [L - 1] float32"""
+    import torch
+
+    ids = output.prompt_token_ids
+    return torch.tensor(
+        [entry[t].logprob for entry, t in zip(output.prompt_logprobs[1:], ids[1:], strict=True)]
+    )
+
+
 def new_report_id() -> str:
     return uuid.uuid4().hex
 

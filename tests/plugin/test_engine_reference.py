@@ -9,7 +9,16 @@ from sharp_plugin.core import SharpSettings, select_tokens
 from ..media import chat_prompt, noise_video
 from . import engine_helpers
 from .conftest import FP32_DEFAULTS
-from .engine_helpers import generate, new_report_id, report, request, video_pads
+from .engine_helpers import (
+    BF16_LOGPROB_TOLERANCE,
+    FP32_LOGPROB_TOLERANCE,
+    generate,
+    new_report_id,
+    prompt_logprobs,
+    report,
+    request,
+    video_pads,
+)
 from .hf_reference import HFReference
 
 pytestmark = pytest.mark.engine
@@ -170,8 +179,6 @@ def test_videos_arriving_together_are_scored_in_one_packed_pass_and_each_matches
 # engine 6e-3. Placing the kept tokens at the positions of the first k tokens instead of
 # their own moves the log-probs by 3e-3: the fp32 bound (1e-4) catches that 30 times
 # over; the bf16 bound (3x its measured noise) only catches gross errors.
-FP32_LOGPROB_TOLERANCE = 1e-4
-BF16_LOGPROB_TOLERANCE = 2e-2
 
 
 @pytest.mark.parametrize(
@@ -196,9 +203,7 @@ def test_pruned_prefill_equals_a_reference_forward_over_the_kept_tokens(
     (output,) = llm.generate([req], params, use_tqdm=False)
     (inside,) = report(llm, rid)
     ids = list(output.prompt_token_ids)
-    vllm_logprobs = torch.tensor(
-        [entry[token].logprob for entry, token in zip(output.prompt_logprobs[1:], ids[1:], strict=True)]
-    )
+    vllm_logprobs = prompt_logprobs(output)
 
     prefix, _, grid, t_scale, visual, _ = reference.prepare(prompt, frames, metadata["fps"])
     kept = torch.tensor(inside["kept_indices"])

@@ -85,6 +85,16 @@ def save_generation_config(tokenizer: PreTrainedTokenizerFast, out: Path) -> Non
     ).save_pretrained(out)
 
 
+def save_weights(model, tokenizer: PreTrainedTokenizerFast, out: str | Path) -> Path:
+    """Weights in bf16 (the model itself stays fp32) and the generation config. Every
+    checkpoint the project builds, whatever its family, starts so."""
+    out = Path(out)
+    model.to(torch.bfloat16).save_pretrained(out)
+    model.float()
+    save_generation_config(tokenizer, out)
+    return out
+
+
 def save_checkpoint(
     model: Qwen2_5_VLForConditionalGeneration,
     tokenizer: PreTrainedTokenizerFast,
@@ -96,10 +106,7 @@ def save_checkpoint(
     extra_config: dict | None = None,
 ) -> Path:
     """Weights in bf16, generation config, tokenizer and processor configs in one directory."""
-    out = Path(out)
-    model.to(torch.bfloat16).save_pretrained(out)
-    model.float()
-    save_generation_config(tokenizer, out)
+    out = save_weights(model, tokenizer, out)
     pixel_budget = dict(
         min_pixels=min_pixels, max_pixels=max_pixels, patch_size=PATCH,
         temporal_patch_size=TEMPORAL_PATCH, merge_size=MERGE,

@@ -22,7 +22,7 @@ from transformers import (
     LlavaOnevisionVideoProcessor,
 )
 
-from proxy_videoqa.checkpoint import save_generation_config
+from proxy_videoqa.checkpoint import save_weights
 from proxy_videoqa.tokenizer import build_tokenizer
 
 IMAGE_SIZE, PATCH = 112, 14
@@ -68,11 +68,8 @@ def build(
     )  # fmt: skip
     if architecture:
         config.architectures = [architecture]
-    model = LlavaOnevisionForConditionalGeneration(config).float()
-    out = Path(out_dir)
-    model.to(torch.bfloat16).save_pretrained(out)
+    out = save_weights(LlavaOnevisionForConditionalGeneration(config).float(), tokenizer, out_dir)
     _to_published_names(out / "model.safetensors")
-    save_generation_config(tokenizer, out)
     size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=pinpoints),

@@ -22,7 +22,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from proxy_videoqa.checkpoint import save_generation_config
+from proxy_videoqa.checkpoint import save_weights
 from proxy_videoqa.tokenizer import SPECIAL_TOKENS, build_tokenizer
 
 PATCH, MERGE, TEMPORAL_PATCH = 16, 2, 2
@@ -59,10 +59,7 @@ def build(
     )  # fmt: skip
     if architecture:
         config.architectures = [architecture]
-    model = Qwen3VLForConditionalGeneration(config).float()
-    out = Path(out_dir)
-    model.to(torch.bfloat16).save_pretrained(out)
-    save_generation_config(tokenizer, out)
+    out = save_weights(Qwen3VLForConditionalGeneration(config).float(), tokenizer, out_dir)
     # Pixels per video (all frames together): up to 64 merged 32 x 32 blocks.
     budget = {"longest_edge": 32 * 32 * 64, "shortest_edge": 32 * 32 * 4}
     geometry = dict(patch_size=PATCH, merge_size=MERGE, temporal_patch_size=TEMPORAL_PATCH)

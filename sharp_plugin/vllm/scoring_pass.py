@@ -40,11 +40,27 @@ _TEMPORARIES = 2
 
 
 @dataclass(frozen=True)
+class ItemRows:
+    """An item whose prompt rows interleave text with its visual tokens (Qwen3-VL: each
+    temporal group after its timestamp text, between vision-start and vision-end). The
+    text rows are never pruned; in the scoring pass they belong to their group's segment."""
+
+    visual_rows: torch.Tensor  # [N] long: the row of each visual token within the item's R rows
+    text_rows: torch.Tensor  # [R - N] long: the other rows
+    text_ids: torch.Tensor  # [R - N] long: their token ids
+    groups: torch.Tensor  # [R] long: each row's temporal group (non-decreasing)
+
+    @property
+    def num_rows(self) -> int:
+        return self.visual_rows.numel() + self.text_rows.numel()
+
+
+@dataclass(frozen=True)
 class ItemLayout:
     prefix_ids: torch.Tensor  # [P] long: prompt text before the video
     suffix_ids: torch.Tensor  # [S] long: prompt text after the video
     query_from: int  # first suffix row that is a query row (skips <|vision_end|>)
-    positions: torch.Tensor  # [3, P + N + S] long: the real prompt's M-RoPE positions ([P + N + S]: 1-D)
+    positions: torch.Tensor  # [3, P + R + S] long: the real prompt's M-RoPE positions ([P + R + S]: 1-D)
     tokens_per_group: int  # visual tokens per temporal group (H * W after merging)
     # Earlier media items in the prefix: (row of prefix_ids holding the item's slot token,
     # its embeddings [m, D]); each slot row is replaced by those rows. `positions` counts
@@ -53,6 +69,8 @@ class ItemLayout:
     # Rows the family puts right after the visual tokens, never pruned and never query
     # rows (LLaVA-OneVision's newline embedding) # [e, D], or None.
     visual_tail: torch.Tensor | None = None
+    # The item's rows when they are not only its visual tokens (R = N otherwise).
+    item_rows: ItemRows | None = None
 
 
 class DecoderScoringPass:
@@ -100,30 +118,46 @@ def score_together(
     """
     device = items[0].visual.device
     embed = decoder.embed_input_ids
-    pieces, spans, position_columns = [], [], []
+    pieces, spans, position_columns, deep_rows = [], [], [], []
     start = 0
     for item in items:
         layout = item.layout
         # Host-to-device copies are non_blocking: a blocking one waits for the device to
         # finish everything queued before it (here, the vision tower), so the host could
         # not queue this pass's kernels behind it. Nothing here copies device to host.
-        prefix = _with_media(embed(layout.prefix_ids.to(device, non_blocking=True)), layout.prefix_media)
+        prefix_text = embed(layout.prefix_ids.to(device, non_blocking=True))
+        width = prefix_text.shape[-1]
+        prefix, prefix_deep = _with_media(prefix_text, layout.prefix_media)
+        visual, visual_deep = _split_deepstack(item.visual.to(prefix.dtype), width)
         suffix = embed(layout.suffix_ids.to(device, non_blocking=True))
         query_from = layout.query_from
         if layout.visual_tail is not None:  # it opens the suffix; the query starts after it
             suffix = torch.cat([layout.visual_tail.to(device=device, dtype=suffix.dtype), suffix])
             query_from += layout.visual_tail.shape[0]
-        pieces += [prefix, item.visual.to(prefix.dtype), suffix]
-        num_prefix, num_visual, num_suffix = prefix.shape[0], item.visual.shape[0], suffix.shape[0]
-        length = num_prefix + num_visual + num_suffix
-        end = visibility_end(num_prefix, num_visual, num_suffix, layout.tokens_per_group, item.segment_groups)
-        spans.append(_Span(start, num_prefix, num_visual, length, query_from, end))
+        rows, visual_index, groups = layout.item_rows, None, None
+        if rows is not None:  # text rows inside the item: scatter both kinds into place
+            visual_index = rows.visual_rows.to(device, non_blocking=True)
+            block = visual.new_empty(rows.num_rows, width)
+            block[visual_index] = visual
+            text_ids = rows.text_ids.to(device, non_blocking=True)
+            block[rows.text_rows.to(device, non_blocking=True)] = embed(text_ids)
+            visual, groups = block, rows.groups
+        pieces += [prefix, visual, suffix]
+        num_prefix, num_item, num_suffix = prefix.shape[0], visual.shape[0], suffix.shape[0]
+        if prefix_deep is not None or visual_deep is not None:
+            deep_rows.append((start, prefix_deep, start + num_prefix, visual_deep, visual_index))
+        length = num_prefix + num_item + num_suffix
+        end = visibility_end(
+            num_prefix, num_item, num_suffix, layout.tokens_per_group, item.segment_groups, item_groups=groups
+        )
+        spans.append(_Span(start, num_prefix, num_item, length, query_from, end, visual_index))
         position_columns.append(layout.positions)
         start += length
     # Fresh tensors: fused RMSNorm with a residual updates its inputs in place.
     x = torch.cat(pieces, dim=0)  # [L, D], L summed over the videos
     seq_len = x.shape[0]
     positions = torch.cat(position_columns, dim=-1).to(device, non_blocking=True)  # [3, L] or [L] (1-D)
+    deepstack = _packed_deepstack(deep_rows, seq_len, x)  # [levels, L, D] or None
 
     residual = None
     for index in range(prune_layer + 1):
@@ -145,6 +179,8 @@ def score_together(
         out, _ = attn.o_proj(attended.view(seq_len, -1))
         h, residual = layer.post_attention_layernorm(out, residual)
         x = torch.cat([layer.mlp(h[i : i + _MLP_ROW_BLOCK]) for i in range(0, seq_len, _MLP_ROW_BLOCK)])
+        if deepstack is not None and index < deepstack.shape[0]:
+            x += deepstack[index]  # as the model's forward adds it after this layer (Qwen3-VL)
     raise AssertionError("unreachable: the loop returns at prune_layer")
 
 
@@ -154,23 +190,26 @@ class _Span:
 
     start: int
     num_prefix: int
-    num_visual: int
+    num_item: int  # the item's rows: its visual tokens, and any text rows among them
     length: int
     query_from: int  # first suffix row that is a query row
     end: torch.Tensor  # [length] long: each row's last visible column, within the span
+    visual_index: torch.Tensor | None = None  # [N] the visual tokens' rows within the item (None: all)
 
     @property
     def first_query_row(self) -> int:  # within the span
-        return self.num_prefix + self.num_visual + self.query_from
+        return self.num_prefix + self.num_item + self.query_from
 
     @property
     def rows(self) -> slice:
         return slice(self.start, self.start + self.length)
 
-    @property
-    def visual_rows(self) -> slice:
-        first = self.start + self.num_prefix
-        return slice(first, first + self.num_visual)
+    def visual_of(self, values: torch.Tensor, offset: int) -> torch.Tensor:
+        """The visual tokens' entries of `values`, whose row 0 is this span's row `offset`
+        (0 for a span-local tensor, `start` for a packed one)."""
+        first = offset + self.num_prefix
+        item = values[first : first + self.num_item]
+        return item if self.visual_index is None else item[self.visual_index]
 
 
 def _scores_at_layer_k(attn, q, k, residual, spans: Sequence[_Span], tp_size: int) -> list[ScoringResult]:
@@ -188,21 +227,62 @@ def _scores_at_layer_k(attn, q, k, residual, spans: Sequence[_Span], tp_size: in
     results = []
     for span, item_sums in zip(spans, sums, strict=True):
         num_query = span.length - span.first_query_row
-        scores = mean_visual_scores(item_sums, total_heads, num_query, span.num_prefix, span.num_visual)
-        results.append(ScoringResult(scores, residual[span.visual_rows]))
+        visual_sums = span.visual_of(item_sums, 0)
+        scores = mean_visual_scores(visual_sums, total_heads, num_query, 0, visual_sums.numel())
+        results.append(ScoringResult(scores, span.visual_of(residual, span.start)))
     return results
 
 
-def _with_media(prefix: torch.Tensor, media: tuple[tuple[int, torch.Tensor], ...]) -> torch.Tensor:
-    """The prefix embeddings with each media slot row replaced by that item's rows."""
+def _with_media(
+    prefix: torch.Tensor, media: tuple[tuple[int, torch.Tensor], ...]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prefix embeddings with each media slot row replaced by that item's rows, and
+    those rows' deepstack features (# [P, levels, D], zeros on text) when they carry any."""
     if not media:
-        return prefix
-    pieces, start = [], 0
+        return prefix, None
+    width = prefix.shape[-1]
+    pieces, deep_pieces, start = [], [], 0
     for slot, rows in media:
-        pieces += [prefix[start:slot], rows.to(device=prefix.device, dtype=prefix.dtype)]
+        main, deep = _split_deepstack(rows.to(device=prefix.device, dtype=prefix.dtype), width)
+        pieces += [prefix[start:slot], main]
+        deep_pieces += [(slot - start, None), (main.shape[0], deep)]
         start = slot + 1
     pieces.append(prefix[start:])
-    return torch.cat(pieces)
+    deep_pieces.append((prefix.shape[0] - start, None))
+    levels = max((d.shape[1] for _, d in deep_pieces if d is not None), default=0)
+    if not levels:
+        return torch.cat(pieces), None
+    deep = torch.cat([d if d is not None else prefix.new_zeros(n, levels, width) for n, d in deep_pieces])
+    return torch.cat(pieces), deep
+
+
+def _split_deepstack(rows: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows wider than the decoder carry deepstack features after their embedding
+    (Qwen3-VL: [D | level 0 | level 1 | ...], the vision tower's output layout).
+    # ([n, D], [n, levels, D] or None)"""
+    if rows.shape[-1] == width:
+        return rows, None
+    return rows[:, :width], rows[:, width:].view(rows.shape[0], -1, width)
+
+
+def _packed_deepstack(deep_rows, seq_len: int, like: torch.Tensor) -> torch.Tensor | None:
+    """The packed sequence's deepstack features # [levels, L, D], zeros on rows without
+    any; None when no row has them (every family but Qwen3-VL)."""
+    if not deep_rows:
+        return None
+    levels = max(d.shape[1] for entry in deep_rows for d in (entry[1], entry[3]) if d is not None)
+    deepstack = like.new_zeros(levels, seq_len, like.shape[-1])
+    for prefix_start, prefix_deep, item_start, visual_deep, visual_index in deep_rows:
+        if prefix_deep is not None:
+            deepstack[: prefix_deep.shape[1], prefix_start : prefix_start + prefix_deep.shape[0]] = (
+                prefix_deep.transpose(0, 1)
+            )
+        if visual_deep is not None:
+            rows = visual_index
+            if rows is None:
+                rows = torch.arange(visual_deep.shape[0], device=like.device)
+            deepstack[: visual_deep.shape[1], item_start + rows] = visual_deep.transpose(0, 1)
+    return deepstack
 
 
 def _project_qkv(attn: nn.Module, h: torch.Tensor, positions: torch.Tensor):

@@ -1,12 +1,12 @@
 """A tiny, randomly initialised Qwen3-VL checkpoint, built offline and deterministically
 (`python scripts/build_tiny_model.py OUT --family qwen3-vl`).
 
-Groundwork for ShaRP on Qwen3-VL (issue #11; not yet a supported family): stock vLLM
-0.32 serves this build on CPU. Qwen3 language model (4 layers x 128, head dim 32,
+The ShaRP Qwen3-VL family's test model (tests/plugin/test_qwen3_vl.py). Qwen3 language model (4 layers x 128, head dim 32,
 interleaved M-RoPE sections 6/5/5) behind a 2-block vision tower with patch 16 and
 deepstack features from both blocks. The video processor's pixel budget counts all
-frames together; 8 frames of 128² make a 4 x 4 x 4 grid, 16 tokens per temporal group,
-each group preceded by its timestamp text ("<0.2 seconds>") in the prompt.
+frames together; 8 frames of 128² make a 4 x 8 x 8 grid, 16 tokens per temporal group,
+each group preceded by its timestamp text ("<0.2 seconds>") in the prompt. Images and
+videos are normalised alike, as in released checkpoints.
 """
 
 from __future__ import annotations
@@ -60,11 +60,15 @@ def build(
     if architecture:
         config.architectures = [architecture]
     out = save_weights(Qwen3VLForConditionalGeneration(config).float(), tokenizer, out_dir)
-    # Pixels per video (all frames together): up to 64 merged 32 x 32 blocks.
-    budget = {"longest_edge": 32 * 32 * 64, "shortest_edge": 32 * 32 * 4}
+    # Pixels per video (all frames together): up to 256 merged 32 x 32 blocks (8 frames
+    # of 128² keep their size: 4 temporal groups of 4 x 4 tokens).
+    budget = {"longest_edge": 32 * 32 * 256, "shortest_edge": 32 * 32 * 4}
     geometry = dict(patch_size=PATCH, merge_size=MERGE, temporal_patch_size=TEMPORAL_PATCH)
+    normalisation = dict(image_mean=[0.5] * 3, image_std=[0.5] * 3)
     Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=budget, **geometry),
+        # Released Qwen3-VL checkpoints normalise images and videos alike (mean = std =
+        # 0.5); vLLM's on-device normalisation reads the image processor's values for both.
+        image_processor=Qwen2VLImageProcessor(size=budget, **normalisation, **geometry),
         video_processor=Qwen3VLVideoProcessor(size=budget, do_sample_frames=False, **geometry),
         tokenizer=tokenizer,
         chat_template=tokenizer.chat_template,

@@ -15,12 +15,14 @@ ARCHITECTURES = {
     "SharpLlavaOnevisionForConditionalGeneration": (
         "sharp_plugin.vllm.llava_onevision:SharpLlavaOnevisionForConditionalGeneration"
     ),
+    "SharpQwen3VLForConditionalGeneration": "sharp_plugin.vllm.qwen3_vl:SharpQwen3VLForConditionalGeneration",
 }
 
 # The stock architecture each ShaRP class serves: what a server picks from a model's
 # config.json.
 SHARP_FOR_STOCK = {
     "Qwen2_5_VLForConditionalGeneration": "SharpQwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration": "SharpQwen3VLForConditionalGeneration",
     # LLaVA-Video checkpoints in Hugging Face format load as LLaVA-OneVision.
     "LlavaOnevisionForConditionalGeneration": "SharpLlavaOnevisionForConditionalGeneration",
 }

@@ -56,3 +56,15 @@ def tiny_llava_dir(tmp_path_factory) -> Path:
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen3-VL build (scripts/tiny_qwen3_vl.py)."""
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen3-vl"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_tiny_model.py"), str(out), "--family", "qwen3-vl"],
+        check=True,
+        capture_output=True,
+    )
+    return out

@@ -1,7 +1,6 @@
-"""The tiny Qwen3-VL build (groundwork for issue #11; not yet a ShaRP family): a Qwen3-VL
-checkpoint with the specifics the family will have to handle, built offline the same way
-every time. Stock vLLM 0.32 served it on CPU when it was written (by hand: an engine
-here would cost CI time and test no product code)."""
+"""The tiny Qwen3-VL build: a Qwen3-VL checkpoint with the specifics the ShaRP family
+handles (tests/plugin/test_qwen3_vl.py serves it), built offline the same way every
+time."""
 
 import subprocess
 import sys
@@ -38,12 +37,12 @@ def test_the_build_has_timestamped_groups_deepstack_and_interleaved_mrope(tmp_pa
     processed = processor(
         text=[prompt], videos=[frames], video_metadata=[metadata], do_sample_frames=False, return_tensors="pt"
     )
-    assert processed["video_grid_thw"].tolist() == [[4, 4, 4]]
+    assert processed["video_grid_thw"].tolist() == [[4, 8, 8]]
     text = processor.tokenizer.decode(processed["input_ids"][0])
-    # Four temporal groups of 2 x 2 merged tokens, each after its own timestamp text: the
+    # Four temporal groups of 4 x 4 merged tokens, each after its own timestamp text: the
     # placeholders of one video are not one run, which the ShaRP family must handle.
     assert text.count("seconds>") == 4
-    assert text.count("<|video_pad|>" * 4 + "<|vision_end|>") == 4
+    assert text.count("<|vision_start|>" + "<|video_pad|>" * 16 + "<|vision_end|>") == 4
 
 
 def test_the_build_is_deterministic(tmp_path):

@@ -28,7 +28,7 @@ from vllm.model_executor.models.llava_onevision import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from .model import SharpModelMixin
-from .processor import SharpProcessingInfoMixin, SharpProcessorMixin, strip_sharp
+from .processor import SharpProcessingInfoMixin, SharpProcessorMixin, device_normalization_kwargs, strip_sharp
 
 
 def pooled_frame_side(config) -> int:
@@ -72,7 +72,7 @@ class SharpLlavaOnevisionMultiModalProcessor(SharpProcessorMixin, LlavaOnevision
         video_processor = self.info.get_hf_processor().video_processor
         side = self.info.get_hf_config().vision_config.image_size
         frames = np.zeros((1, side, side, 3), dtype=np.uint8)
-        out = video_processor(videos=[frames], return_tensors="pt")
+        out = video_processor(videos=[frames], return_tensors="pt", **device_normalization_kwargs(self.info))
         return out["pixel_values_videos"][0][0].float().contiguous()
 
 

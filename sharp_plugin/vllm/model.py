@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.logger import init_logger
@@ -27,7 +28,7 @@ from . import positions
 from .bounded_store import BoundedStore
 from .processor import IMAGE_HASH_FIELD, ITEM_FIELDS, PROFILE_KEY, media_token_id, read_item
 from .reports import WORKER_REPORTS
-from .scoring_pass import DecoderScoringPass, ItemLayout, ScoringItem, score_together
+from .scoring_pass import DecoderScoringPass, ItemLayout, ItemRows, ScoringItem, score_together
 
 logger = init_logger(__name__)
 
@@ -86,6 +87,25 @@ class SharpModelMixin:
         in families with 1-D positions, whose kept tokens take consecutive positions."""
         return None
 
+    def _sharp_video_rows(
+        self, video_input, index: int, grid: Sequence[int], t_scale: float
+    ) -> tuple[torch.Tensor | None, ItemRows | None]:
+        """The M-RoPE offsets of the rows one video puts in the prompt (# [R, 3] long, or
+        None: 1-D), and which of those rows are text (None: all R = N rows are its visual
+        tokens). Qwen3-VL's rows interleave timestamp text with the groups."""
+        return self._sharp_item_positions(grid, t_scale), None
+
+    def _sharp_media_positions(self, mm_features) -> list[tuple[int, np.ndarray]]:
+        """Each media item's placeholder offset and the stock M-RoPE offsets of all its
+        unpruned rows (# [3, R]), sorted by offset: the prompt's initial position table."""
+        features = sorted(mm_features, key=lambda f: f.mm_position.offset)
+        return [
+            (offset, positions.grid_positions(t, h, w, t_scale))
+            for feature, (offset, t, h, w, t_scale) in zip(
+                features, self.iter_mm_grid_thw(mm_features), strict=True
+            )
+        ]
+
     def _sharp_split_video_output(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The vision tower's output for one video -> (visual tokens [N, D], rows the
         family appends that are never pruned [e, D] or None)."""
@@ -132,7 +152,7 @@ class SharpModelMixin:
             if modality == "image":
                 for index, (emb, item_positions) in enumerate(self._sharp_image_outputs(media_input)):
                     everything = torch.arange(emb.shape[0])
-                    encoded = self._item_output(emb, None, item_positions, everything)
+                    encoded, _ = self._item_output(emb, None, item_positions, everything)
                     if image_rows is not None:
                         image_hash = read_item(image_rows[index])["mm_hash"]
                         self._remember_media(image_hash, encoded, item_positions, everything)
@@ -149,28 +169,45 @@ class SharpModelMixin:
         # A video whose scoring context holds an earlier video of this same call (two
         # videos of one prompt) needs that video's selection first: its layout waits.
         hashes = [item.get("mm_hash") if item else None for item in items]
-        plans = [
-            self._plan_video(
-                emb,
-                grid,
-                self._sharp_video_t_scale(media_input, index),
-                per_item[index],
-                items[index],
-                waits_for=set(hashes[:index]) - {None},
+        plans = []
+        for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True)):
+            t_scale = self._sharp_video_t_scale(media_input, index)
+            item_positions, rows = self._sharp_video_rows(media_input, index, grid, t_scale)
+            plans.append(
+                self._plan_video(
+                    emb,
+                    grid,
+                    t_scale,
+                    per_item[index],
+                    items[index],
+                    waits_for=set(hashes[:index]) - {None},
+                    item_positions=item_positions,
+                    rows=rows,
+                )
             )
-            for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True))
-        ]
         self._score_together(plans)
         return tuple(self._select_video(plan, cached) for plan, cached in zip(plans, from_cache, strict=True))
 
-    def _item_output(self, visual, extra, item_positions, kept: torch.Tensor) -> torch.Tensor:
-        """What an item puts in the prompt: its kept rows, with their M-RoPE positions in
-        extra channels (see positions.py), or, with 1-D positions, the kept rows followed
-        by the family's never-pruned rows."""
+    def _item_output(
+        self, visual, extra, item_positions, kept: torch.Tensor, rows: ItemRows | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What an item puts in the prompt, and which of its rows that is (# [k'] long):
+        its kept rows, with their M-RoPE positions in extra channels (see positions.py),
+        its text rows among them (`rows`: never pruned, embedded as text, no deepstack),
+        or, with 1-D positions, the kept rows followed by the family's never-pruned rows."""
+        if rows is not None:
+            width = visual.shape[-1]
+            text = self._sharp_decoder().embed_input_ids(rows.text_ids.to(visual.device, non_blocking=True))
+            whole = visual.new_zeros(rows.num_rows, width)  # deepstack channels of text rows: zeros
+            whole[rows.visual_rows.to(visual.device, non_blocking=True)] = visual
+            text_rows = rows.text_rows.to(visual.device, non_blocking=True)
+            whole[text_rows, : text.shape[-1]] = text.to(visual.dtype)
+            kept_rows = torch.cat([rows.text_rows, rows.visual_rows[kept.cpu()]]).sort().values
+            return positions.encode_kept(whole, item_positions, kept_rows), kept_rows
         if item_positions is not None:
-            return positions.encode_kept(visual, item_positions, kept)
-        rows = visual[kept.to(visual.device, non_blocking=True)]
-        return rows if extra is None else torch.cat([rows, extra.to(rows.dtype)])
+            return positions.encode_kept(visual, item_positions, kept), kept
+        kept_rows = visual[kept.to(visual.device, non_blocking=True)]
+        return (kept_rows if extra is None else torch.cat([kept_rows, extra.to(kept_rows.dtype)])), kept
 
     def _video_embeddings(self, media_input, items) -> tuple[list[torch.Tensor], list[bool]]:
         """The vision tower's output for the videos of this call, and for each whether it
@@ -205,7 +242,9 @@ class SharpModelMixin:
             reserve = torch.empty(self._sharp_vision_cache_bytes, dtype=torch.uint8, device=device)
             del reserve
 
-    def _plan_video(self, visual, grid, t_scale, fields, item, waits_for=frozenset()) -> _VideoPlan:
+    def _plan_video(
+        self, visual, grid, t_scale, fields, item, waits_for=frozenset(), item_positions=None, rows=None
+    ) -> _VideoPlan:
         """What one video's selection needs, with its scoring-pass layout when it has one
         and can have it now (so that the passes of a call's videos can run together). A
         video whose context includes an item in `waits_for` gets its layout when it is
@@ -217,7 +256,8 @@ class SharpModelMixin:
             extra=extra,
             grid=grid,
             t_scale=t_scale,
-            item_positions=self._sharp_item_positions(grid, t_scale),  # [N, 3], or None: 1-D
+            item_positions=item_positions,  # [R, 3], or None: 1-D
+            rows=rows,
             fields=fields,
             item=item,
             settings=SharpSettings.model_validate(item["settings"]) if item else NO_PRUNING,
@@ -238,7 +278,9 @@ class SharpModelMixin:
             # A query as long as a typical question; the ids do not matter for memory.
             prefix = torch.zeros(0, dtype=torch.long)
             suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
-            return self._layout(plan.grid, plan.item_positions, prefix, suffix, query_from=1, tail=plan.extra)
+            return self._layout(
+                plan.grid, plan.item_positions, prefix, suffix, query_from=1, tail=plan.extra, rows=plan.rows
+            )
         return self._layout(
             plan.grid,
             plan.item_positions,
@@ -248,6 +290,7 @@ class SharpModelMixin:
             plan.context,
             plan.notes,
             tail=plan.extra,
+            rows=plan.rows,
         )
 
     def _score_together(self, plans: Sequence[_VideoPlan]) -> None:
@@ -309,9 +352,11 @@ class SharpModelMixin:
         # A packed pass's time is the time each of its videos waited for its scores.
         own_ms = (time.perf_counter() - started) * 1e3
         scoring_ms = plan.shared_scoring_ms + own_ms if selection.scored else 0.0
-        encoded = self._item_output(plan.visual, plan.extra, plan.item_positions, selection.kept)
+        encoded, kept_rows = self._item_output(
+            plan.visual, plan.extra, plan.item_positions, selection.kept, plan.rows
+        )
         if item is not None and not plan.profiling:
-            self._remember_media(item.get("mm_hash"), encoded, plan.item_positions, selection.kept)
+            self._remember_media(item.get("mm_hash"), encoded, plan.item_positions, kept_rows)
         if item is not None and item.get("mm_hash"):
             WORKER_REPORTS.put(
                 item["mm_hash"],
@@ -354,7 +399,16 @@ class SharpModelMixin:
         return select_tokens(settings, plan.visual, scoring_pass, black_prior)
 
     def _layout(
-        self, grid, item_positions, prefix_ids, suffix_ids, query_from: int, context=(), notes=None, tail=None
+        self,
+        grid,
+        item_positions,
+        prefix_ids,
+        suffix_ids,
+        query_from: int,
+        context=(),
+        notes=None,
+        tail=None,
+        rows: ItemRows | None = None,
     ) -> ItemLayout:
         """The scoring pass's sequence for one video. Each media slot in the prefix (one
         placeholder token per earlier item, see the processor's `_split_prompt`) becomes
@@ -382,13 +436,13 @@ class SharpModelMixin:
             if stored is None:
                 missing += 1
                 continue
-            rows, rows_positions, next_offset = stored
-            media.append((len(ids), rows))
+            media_rows, rows_positions, next_offset = stored
+            media.append((len(ids), media_rows))
             ids.append(token)
             if rows_positions is None:  # 1-D: the item's rows take the next positions
                 rows_positions, next_offset = (
-                    torch.arange(rows.shape[0]).unsqueeze(1).expand(-1, 3),
-                    rows.shape[0],
+                    torch.arange(media_rows.shape[0]).unsqueeze(1).expand(-1, 3),
+                    media_rows.shape[0],
                 )
             columns.append(rows_positions.T + next_position)
             next_position += next_offset
@@ -410,6 +464,7 @@ class SharpModelMixin:
             tokens_per_group=self._sharp_tokens_per_group(grid),
             prefix_media=tuple(media),
             visual_tail=tail,
+            item_rows=rows,
         )
 
     def _num_visual(self, grid: Sequence[int]) -> int:
@@ -493,7 +548,13 @@ class SharpModelMixin:
         if generic_query is not None:  # the layout is built only when the prior is computed
             prefix_ids, suffix_ids = (torch.tensor(ids, dtype=torch.long) for ids in (prefix, suffix))
             layout = self._layout(
-                grid, item_positions, prefix_ids, suffix_ids, query_from, tail=layout.visual_tail
+                grid,
+                item_positions,
+                prefix_ids,
+                suffix_ids,
+                query_from,
+                tail=layout.visual_tail,
+                rows=layout.item_rows,
             )
         black = self._black_embedding(grid, fields["sharp_black_pixels"])
         prior = self._scoring_pass(settings.prune_layer, layout)(black, segment_groups).scores
@@ -528,12 +589,10 @@ class SharpModelMixin:
         return [emb for emb, _ in decoded], new_positions, delta
 
     def get_mrope_input_positions(self, input_tokens, mm_features):
-        features = sorted(mm_features, key=lambda f: f.mm_position.offset)
+        lengths = {f.mm_position.offset: f.mm_position.length for f in mm_features}
         media = [
-            (offset, feature.mm_position.length, positions.grid_positions(t, h, w, t_scale))
-            for feature, (offset, t, h, w, t_scale) in zip(
-                features, self.iter_mm_grid_thw(mm_features), strict=True
-            )
+            (offset, lengths[offset], item_positions)
+            for offset, item_positions in self._sharp_media_positions(mm_features)
         ]
         return positions.prompt_positions_with_pruned_media(len(input_tokens), media)
 
@@ -546,7 +605,7 @@ class _VideoPlan:
     extra: torch.Tensor | None  # [e, D] rows the family appends, never pruned (or None)
     grid: Sequence[int]
     t_scale: float
-    item_positions: torch.Tensor | None  # [N, 3]; None for families with 1-D positions
+    item_positions: torch.Tensor | None  # [R, 3]; None for families with 1-D positions
     fields: dict[str, Any]  # its rows of the processor's batched fields
     item: dict[str, Any] | None  # its item row (None: not a ShaRP item)
     settings: SharpSettings  # what selects its tokens
@@ -557,6 +616,7 @@ class _VideoPlan:
     prescored: ScoringResult | None = None  # from the packed pass, when it ran in one
     shared_scoring_ms: float = 0.0  # that packed pass's wall time
     failure: Exception | None = None
+    rows: ItemRows | None = None  # its text rows among the visual ones (Qwen3-VL), if any
     # For the report: "prior", "context_missing", "scored_with".
     notes: dict[str, Any] = field(default_factory=dict)
 

@@ -160,6 +160,12 @@ class SharpProcessorMixin:
     # (LLaVA-OneVision's newline after the video).
     sharp_video_extra_embeds = 0
 
+    def _sharp_video_text_rows(self, item) -> int:
+        """Rows a processed video (`item`: its MultiModalKwargsItem) puts in the prompt
+        besides its visual tokens, never pruned: `sharp_video_extra_embeds` unless the
+        count depends on the video (Qwen3-VL's timestamp text)."""
+        return self.sharp_video_extra_embeds
+
     def _sharp_video_token_counts(self, processed) -> list[int] | None:
         """Visual tokens (the ones selection chooses from) of each processed video, or
         None when there are no videos."""
@@ -453,16 +459,19 @@ class SharpProcessorMixin:
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
         stock = super()._get_prompt_updates(mm_items, strip_sharp(hf_processor_mm_kwargs), out_mm_kwargs)
         video_token = self.info.sharp_video_token_id
+        # What the stock update replaces (Qwen3-VL's depends on the transformers version).
+        target = next((u.target for u in stock if u.modality == "video"), [video_token])
 
         def kept_placeholders(item_idx: int) -> list[int]:
             # item_idx indexes out_mm_kwargs, which on the processor-cache path holds
-            # the merged items, so the count comes from the item, not the request.
+            # the merged items, so the count comes from the item, not the request. One
+            # run of placeholders, every row embedded by the model with its position.
             item = out_mm_kwargs["video"][item_idx]
             num_kept = read_item(item["sharp_item"].data)["num_kept"]
-            return [video_token] * (num_kept + self.sharp_video_extra_embeds)
+            return [video_token] * (num_kept + self._sharp_video_text_rows(item))
 
         return [u for u in stock if u.modality != "video"] + [
-            PromptReplacement(modality="video", target=[video_token], replacement=kept_placeholders)
+            PromptReplacement(modality="video", target=target, replacement=kept_placeholders)
         ]
 
     @cached_property
@@ -503,6 +512,14 @@ class SharpProcessorMixin:
             {"mm_hash": h, "settings": settings.model_dump(), "prune_layer": prune_layer}
             for h in hashes.get("video", [])
         ]
+
+
+def device_normalization_kwargs(info) -> dict[str, Any]:
+    """`do_normalize` / `do_rescale` as vLLM passes them to the HF processor: off when the
+    model normalises pixels on the device (`mm_device_do_normalize`), so that pixels made
+    by the plugin itself (the black frame) reach the tower as the request's do."""
+    merged = info.ctx.get_mm_config().merge_mm_processor_kwargs({})
+    return {key: merged[key] for key in ("do_normalize", "do_rescale") if key in merged}
 
 
 def media_token_id(config, modality: str) -> int:

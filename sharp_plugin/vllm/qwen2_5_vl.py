@@ -1,4 +1,6 @@
-"""Qwen2.5-VL: only what differs from other families."""
+"""Qwen2.5-VL: only what differs from other families. Qwen3-VL reads its videos and
+images the same way, so those hooks are mixins it shares (`QwenProcessorHooks`,
+`QwenModelHooks`)."""
 
 from __future__ import annotations
 
@@ -16,14 +18,12 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from . import positions
 from .model import SharpModelMixin, enable_pruning_path
-from .processor import SharpProcessingInfoMixin, SharpProcessorMixin
+from .processor import SharpProcessingInfoMixin, SharpProcessorMixin, device_normalization_kwargs
 
 
-class SharpQwen2_5_VLProcessingInfo(SharpProcessingInfoMixin, Qwen2_5_VLProcessingInfo):
-    pass
+class QwenProcessorHooks:
+    """Processor hooks of the Qwen-VL families: grids of merged patches."""
 
-
-class SharpQwen2_5_VLMultiModalProcessor(SharpProcessorMixin, Qwen2_5_VLMultiModalProcessor):
     def _sharp_video_token_counts(self, processed) -> list[int] | None:
         grid = processed.get("video_grid_thw")
         if grid is None:
@@ -37,24 +37,23 @@ class SharpQwen2_5_VLMultiModalProcessor(SharpProcessorMixin, Qwen2_5_VLMultiMod
 
     def _sharp_black_pixels(self) -> torch.Tensor:
         """One patch row of an all-black video, as this model's video processor
-        normalises it (mean/std, rescale). # [C * T * P * P] float32"""
+        prepares a request's (normalised here, or left to the device). # [C * T * P * P]
+        float32"""
         video_processor = self.info.get_hf_processor().video_processor
         size = video_processor.patch_size * video_processor.merge_size
         frames = np.zeros((video_processor.temporal_patch_size, size, size, 3), dtype=np.uint8)
-        out = video_processor(videos=[frames], do_sample_frames=False, return_tensors="pt")
+        out = video_processor(
+            videos=[frames],
+            do_sample_frames=False,
+            return_tensors="pt",
+            **device_normalization_kwargs(self.info),
+        )
         return out["pixel_values_videos"][0].float().contiguous()
 
 
-@MULTIMODAL_REGISTRY.register_processor(
-    SharpQwen2_5_VLMultiModalProcessor,
-    info=SharpQwen2_5_VLProcessingInfo,
-    dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
-)
-class SharpQwen2_5_VLForConditionalGeneration(SharpModelMixin, Qwen2_5_VLForConditionalGeneration):
-    def __init__(self, *, vllm_config, prefix: str = ""):
-        enable_pruning_path(vllm_config)
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self._sharp_init()
+class QwenModelHooks:
+    """Model hooks of the Qwen-VL families: `visual` is the tower, grids are rows of
+    `*_grid_thw`, a temporal group is `temporal_patch_size` frames."""
 
     def _sharp_decoder(self) -> torch.nn.Module:
         return self.language_model.model
@@ -77,11 +76,6 @@ class SharpQwen2_5_VLForConditionalGeneration(SharpModelMixin, Qwen2_5_VLForCond
             (emb, positions.media_positions(grid, merge, 1.0))
             for emb, grid in zip(embeddings, grids, strict=True)
         ]
-
-    def _sharp_video_t_scale(self, video_input, index: int) -> float:
-        seconds = video_input.get("second_per_grid_ts")
-        per_grid = float(seconds[index]) if seconds is not None else 1.0
-        return per_grid * self.config.vision_config.tokens_per_second
 
     def _sharp_embed_black_video(self, grid_thw: Sequence[int], black_row: torch.Tensor) -> torch.Tensor:
         num_patches = int(grid_thw[0] * grid_thw[1] * grid_thw[2])
@@ -108,3 +102,32 @@ class SharpQwen2_5_VLForConditionalGeneration(SharpModelMixin, Qwen2_5_VLForCond
                     values[list(indices)] if torch.is_tensor(values) else [values[i] for i in indices]
                 )
         return type(video_input)(**chosen)
+
+
+class SharpQwen2_5_VLProcessingInfo(SharpProcessingInfoMixin, Qwen2_5_VLProcessingInfo):
+    pass
+
+
+class SharpQwen2_5_VLMultiModalProcessor(
+    QwenProcessorHooks, SharpProcessorMixin, Qwen2_5_VLMultiModalProcessor
+):
+    pass
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    SharpQwen2_5_VLMultiModalProcessor,
+    info=SharpQwen2_5_VLProcessingInfo,
+    dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
+)
+class SharpQwen2_5_VLForConditionalGeneration(
+    QwenModelHooks, SharpModelMixin, Qwen2_5_VLForConditionalGeneration
+):
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        enable_pruning_path(vllm_config)
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self._sharp_init()
+
+    def _sharp_video_t_scale(self, video_input, index: int) -> float:
+        seconds = video_input.get("second_per_grid_ts")
+        per_grid = float(seconds[index]) if seconds is not None else 1.0
+        return per_grid * self.config.vision_config.tokens_per_second

@@ -111,3 +111,29 @@ def sharp_llava_llm_bf16(tiny_llava_dir):
     llm = make_llm(tiny_llava_dir, sharp=True, architecture=SHARP_LLAVA_ARCH)
     yield llm
     _shutdown(llm)
+
+
+# Qwen3-VL (tests/plugin/test_qwen3_vl.py): fp32 for the outside reference, and bf16.
+# Only that module uses them, so they close with it.
+SHARP_QWEN3_ARCH = "SharpQwen3VLForConditionalGeneration"
+
+
+@pytest.fixture(scope="module")
+def sharp_qwen3_llm(tiny_qwen3_dir):
+    llm = make_llm(tiny_qwen3_dir, sharp=True, dtype="float32", architecture=SHARP_QWEN3_ARCH)
+    yield llm
+    _shutdown(llm)
+
+
+@pytest.fixture(scope="module")
+def stock_qwen3_llm(tiny_qwen3_dir):
+    llm = make_llm(tiny_qwen3_dir, sharp=False, dtype="float32")
+    yield llm
+    _shutdown(llm)
+
+
+@pytest.fixture(scope="module")
+def sharp_qwen3_llm_bf16(tiny_qwen3_dir):
+    llm = make_llm(tiny_qwen3_dir, sharp=True, architecture=SHARP_QWEN3_ARCH)
+    yield llm
+    _shutdown(llm)

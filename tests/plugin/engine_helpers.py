@@ -54,3 +54,43 @@ def report(llm, report_id):
     assert record is not None, f"no frontend record for {report_id}"
     worker = llm.collective_rpc("sharp_reports", args=([item["mm_hash"] for item in record],))[0]
     return join_report(record, worker)
+
+
+# Checks every family's tests run the same way (tests/plugin/test_<family>.py): each
+# takes the family's engine and a function that builds its request.
+
+
+def check_counts_shrink_exactly(llm, make_request, method, num_tokens, placeholders_of, extra_rows):
+    """At each retention the prompt holds exactly the kept tokens plus the family's
+    never-pruned rows (`extra_rows`), and the report says so. `make_request(settings,
+    report_id)`; `placeholders_of(output)`: the video's placeholder count."""
+    from sharp_plugin.core import kept_count
+
+    for retention in (0.5, 0.25, 0.1):
+        rid = new_report_id()
+        (output,) = generate(llm, make_request({"method": method, "retention": retention}, rid))
+        kept = kept_count(retention, num_tokens)
+        assert placeholders_of(output) == kept + extra_rows, "kept tokens and the never-pruned rows"
+        (entry,) = report(llm, rid)
+        assert (entry["video_tokens"], entry["video_tokens_kept"], entry["fallback"]) == (
+            num_tokens,
+            kept,
+            None,
+        )
+
+
+def check_new_question_new_selection(llm, make_request, questions):
+    """The same request twice is one selection (an encoder-cache hit); a new question on
+    the same video is a new selection, whose tower output comes from the vision cache.
+    `make_request(question, report_id)`; `questions`: (a question, another)."""
+    entries = []
+    for question in (questions[0], questions[0], questions[1]):
+        rid = new_report_id()
+        generate(llm, make_request(question, rid))
+        (entry,) = report(llm, rid)
+        entries.append(entry)
+    first, same, other = entries
+    assert same["selection_id"] == first["selection_id"], "the same request reuses the cached selection"
+    assert other["selection_id"] != first["selection_id"]
+    assert other["vision_cached"] is True, "a new question on a known video skips the tower"
+    assert other["kept_indices"] != first["kept_indices"]

@@ -74,20 +74,14 @@ def test_unpruned_is_the_stock_model(sharp_llava_llm, stock_llava_llm, sharp):
 
 @pytest.mark.parametrize("method", ["sharp", "fastv", "uniform"])
 def test_counts_shrink_exactly(sharp_llava_llm, method):
-    for retention in (0.5, 0.25, 0.1):
-        rid = new_report_id()
-        (output,) = generate(
-            sharp_llava_llm,
-            request(llava_prompt(), {"video": video(1)}, {"method": method, "retention": retention}, rid),
-        )
-        kept = kept_count(retention, NUM_TOKENS)
-        assert video_placeholders(sharp_llava_llm, output) == kept + 1, "kept frame tokens and the newline"
-        (entry,) = report(sharp_llava_llm, rid)
-        assert (entry["video_tokens"], entry["video_tokens_kept"], entry["fallback"]) == (
-            NUM_TOKENS,
-            kept,
-            None,
-        )
+    engine_helpers.check_counts_shrink_exactly(
+        sharp_llava_llm,
+        lambda settings, rid: request(llava_prompt(), {"video": video(1)}, settings, rid),
+        method,
+        NUM_TOKENS,
+        lambda output: video_placeholders(sharp_llava_llm, output),
+        1,
+    )
 
 
 SETTINGS = {
@@ -194,19 +188,12 @@ def test_pruned_prefill_equals_a_reference_forward_at_consecutive_positions(
 
 
 def test_a_new_question_gets_a_new_selection_and_the_same_request_a_cache_hit(sharp_llava_llm):
-    settings = {"method": "sharp", "retention": 0.25}
-    media = {"video": video(50)}
-    entries = []
-    for question in (QUESTION, QUESTION, "Where does it move?"):
-        rid = new_report_id()
-        generate(sharp_llava_llm, request(llava_prompt(question), media, settings, rid))
-        (entry,) = report(sharp_llava_llm, rid)
-        entries.append(entry)
-    first, same, other = entries
-    assert same["selection_id"] == first["selection_id"], "the same request reuses the cached selection"
-    assert other["selection_id"] != first["selection_id"]
-    assert other["vision_cached"] is True, "a new question on a known video skips the tower"
-    assert other["kept_indices"] != first["kept_indices"]
+    media, settings = {"video": video(50)}, {"method": "sharp", "retention": 0.25}
+    engine_helpers.check_new_question_new_selection(
+        sharp_llava_llm,
+        lambda question, rid: request(llava_prompt(question), media, settings, rid),
+        (QUESTION, "Where does it move?"),
+    )
 
 
 @pytest.mark.parametrize(

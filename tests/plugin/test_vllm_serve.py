@@ -18,7 +18,7 @@ from sharp_plugin.core import kept_count
 
 from ..media import noise_video, write_mp4
 from ..process import free_port, http_server
-from .conftest import SHARP_ARCH, SHARP_LLAVA_ARCH
+from .conftest import SHARP_ARCH, SHARP_LLAVA_ARCH, SHARP_QWEN3_ARCH
 
 pytestmark = pytest.mark.engine
 
@@ -29,6 +29,7 @@ STARTUP_TIMEOUT_S = 300
 FAMILIES = {
     "qwen2.5-vl": ("tiny_model_dir", SHARP_ARCH),
     "llava-onevision": ("tiny_llava_dir", SHARP_LLAVA_ARCH),
+    "qwen3-vl": ("tiny_qwen3_dir", SHARP_QWEN3_ARCH),
 }
 
 

@@ -63,6 +63,16 @@ def llava_server(tiny_llava_dir, tmp_path_factory):
         yield running
 
 
+@pytest.fixture(scope="module")
+def qwen3_server(tiny_qwen3_dir, tmp_path_factory):
+    """The default config serving the tiny Qwen3-VL build (module-scoped: only
+    test_families.py uses it)."""
+    with _running_server(
+        tmp_path_factory.mktemp("qwen3-server"), {"SHARP_SERVE_ENGINE__MODEL": str(tiny_qwen3_dir)}
+    ) as running:
+        yield running
+
+
 @contextmanager
 def _running_server(root: Path, env_overrides: dict[str, str]):
     media_root, files_dir = root / "media", root / "files"

@@ -26,25 +26,40 @@ def test_a_llava_onevision_checkpoint_gets_its_sharp_class(tiny_llava_dir):
     assert sharp_architecture(str(tiny_llava_dir)) == "SharpLlavaOnevisionForConditionalGeneration"
 
 
+def test_a_qwen3_vl_checkpoint_gets_its_sharp_class(tiny_qwen3_dir):
+    assert sharp_architecture(str(tiny_qwen3_dir)) == "SharpQwen3VLForConditionalGeneration"
+
+
 def test_an_unsupported_family_is_refused_by_name(tmp_path):
-    config = {"architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl"}
+    config = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3"}
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(
-        ValueError, match=r"engine\.model: .* is a Qwen3VLForConditionalGeneration; ShaRP serves"
+        ValueError, match=r"engine\.model: .* is a Gemma3ForConditionalGeneration; ShaRP serves"
     ):
         sharp_architecture(str(tmp_path))
 
 
+# family -> (its server fixture, N of the 4 s test clip at the default 2 fps)
+SERVED = {
+    "llava-onevision": ("llava_server", 128),  # 8 frames of 4 x 4 pooled tokens
+    # 4 temporal groups; the build's pixel budget for all frames together shrinks each
+    # 224² frame to 128², 4 x 4 merged tokens
+    "qwen3-vl": ("qwen3_server", 64),
+}
+
+
 @pytest.mark.engine
+@pytest.mark.parametrize("family", list(SERVED))
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-def test_a_llava_onevision_server_answers_the_openai_client_with_its_report(llava_server, tmp_path, stream):
-    """The default config serving LLaVA-OneVision: 4 s at the default 2 fps is 8 frames of
-    4 x 4 pooled tokens, N = 128; at retention 0.25 the prompt holds 32 of them plus
-    the newline."""
+def test_each_family_server_answers_the_openai_client_with_its_report(request, family, tmp_path, stream):
+    """The default config serving another family's tiny build: the server picks its ShaRP
+    class from config.json, and the openai client gets the answer and the report."""
+    fixture, num_tokens = SERVED[family]
+    served = request.getfixturevalue(fixture)
     pixels, _ = noise_video(5 + stream, frames=32, size=224)  # a fresh video each: no cache hit
     clip = write_mp4(tmp_path / "clip.mp4", pixels, fps=8)
     url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
-    client = llava_server.client()
+    client = served.client()
     (model,) = [entry.id for entry in client.models.list().data]
     messages = [
         {
@@ -71,5 +86,5 @@ def test_a_llava_onevision_server_answers_the_openai_client_with_its_report(llav
         )  # fmt: skip
         report = next(c.model_extra["sharp"] for c in chunks if (c.model_extra or {}).get("sharp"))
         assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content is not None) >= 1
-    assert (report["video_tokens"], report["video_tokens_kept"]) == (128, kept_count(0.25, 128))
+    assert (report["video_tokens"], report["video_tokens_kept"]) == (num_tokens, kept_count(0.25, num_tokens))
     assert report["videos"][0]["fallback"] is None and report["videos"][0]["scoring_ms"] > 0, report["videos"]

@@ -17,7 +17,6 @@ def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
     report = json.loads((tmp_path / "quality-small.json").read_text())
     assert (tmp_path / "quality-small.png").stat().st_size > 10_000
     assert "proxy" in (tmp_path / "quality-small.md").read_text().lower()
-    assert "quality: 100%" in run.stderr  # the progress bar ran to the end
 
     results = report["results"]
     methods = ["none", "sharp", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias",
@@ -32,6 +31,8 @@ def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
     quarter = {m: results[m]["0.25"]["all"] for m in methods if m != "none"}
     # Same budget for everyone, vLLM's EVS included: 128 video tokens -> 32.
     assert {q["prompt_tokens"] for q in quarter.values()} == {unpruned["prompt_tokens"] - 96}
+    # The oracle is handed the needle's tokens: only broken plumbing of oracle_tokens
+    # (settings to the worker, indices to the report) can make it miss.
     assert quarter["oracle"]["needle_recall"] == 1.0
     assert quarter["evs"]["needle_recall"] is None  # stock vLLM reports no selection
     assert quarter["sharp"]["needle_recall"] >= quarter["uniform"]["needle_recall"] + 0.3

@@ -52,20 +52,26 @@ def test_rerunning_resumes_from_the_last_checkpoint(trained_once):
 
 
 def test_a_second_phase_starts_from_the_first_phases_weights(trained_once, tmp_path):
+    # The first phase moved its weights by ~1e-5 (two warm-up steps) from the same seed-0
+    # start a second phase would draw: shift them far away, so that a second phase that
+    # ignored --init-from would end up nowhere near them.
+    shifted = torch.load(trained_once / "state.pt", weights_only=True)
+    shifted["model"] = {n: w + 0.5 if w.is_floating_point() else w for n, w in shifted["model"].items()}
+    torch.save(shifted, tmp_path / "shifted.pt")
     work = tmp_path / "phase2"
-    train.main(["--work", str(work), "--init-from", str(trained_once / "state.pt"), "--steps", "10",
+    train.main(["--work", str(work), "--init-from", str(tmp_path / "shifted.pt"), "--steps", "10",
                 "--stop-at", "1", "--batch", "2", "--query-splits", "standard", "--follow-ups",
                 "--eval-every", "100", "--eval-per-split", "1", "--export", str(work / "model")])  # fmt: skip
     state = torch.load(work / "state.pt", weights_only=True)
     assert state["step"] == 1  # stopped early; the schedule spans 10 steps
-    first = torch.load(trained_once / "state.pt", weights_only=True)["model"]
-    # One warm-up step (lr 1e-5) away from the first phase's weights.
+    first = shifted["model"]
+    # One warm-up step (lr 1e-5) away from the weights it started from.
     assert all(torch.allclose(state["model"][n], first[n], atol=1e-3) for n in first)
     assert any(not torch.equal(state["model"][n], first[n]) for n in first), "the step was taken"
     command = json.loads((work / "model" / "training.json").read_text())["command"]
     assert "--query-splits standard --follow-ups" in command and "--stop-at 1" in command
     start = [r for r in log_records(work) if r.get("event") == "start"]
-    assert start[0]["args"]["init_from"].endswith("state.pt")
+    assert start[0]["args"]["init_from"].endswith("shifted.pt")
 
 
 def test_query_splits_limit_only_the_query_task():

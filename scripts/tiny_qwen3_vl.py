@@ -1,12 +1,13 @@
 """A tiny, randomly initialised Qwen3-VL checkpoint, built offline and deterministically
 (`python scripts/build_tiny_model.py OUT --family qwen3-vl`).
 
-The ShaRP Qwen3-VL family's test model (tests/plugin/test_qwen3_vl.py). Qwen3 language model (4 layers x 128, head dim 32,
-interleaved M-RoPE sections 6/5/5) behind a 2-block vision tower with patch 16 and
-deepstack features from both blocks. The video processor's pixel budget counts all
-frames together; 8 frames of 128² make a 4 x 8 x 8 grid, 16 tokens per temporal group,
-each group preceded by its timestamp text ("<0.2 seconds>") in the prompt. Images and
-videos are normalised alike, as in released checkpoints.
+The ShaRP Qwen3-VL family's test model (tests/plugin/test_qwen3_vl.py). Qwen3
+language model (4 layers x 128, head dim 32, interleaved M-RoPE sections 6/5/5) behind a
+2-block vision tower with patch 16 and deepstack features from both blocks. The video
+processor's pixel budget counts all frames together; 8 frames of 128² make a 4 x 8 x 8
+grid, 16 tokens per temporal group, each group preceded by its timestamp text
+("<0.2 seconds>") in the prompt. Images and videos are normalised alike, as in released
+checkpoints.
 """
 
 from __future__ import annotations

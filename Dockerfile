@@ -1,23 +1,43 @@
-# GPU image: the same vLLM minor (0.32) as the CPU wheel, so one plugin fits both.
-# A first cut until the deployment issue: the project installed into vLLM's own image,
-# serving with sharp-serve (override the config with --config, or use `vllm serve`).
+# GPU image: vLLM's own image at the minor the plugin is pinned to (0.32, the same as the
+# CPU wheel; tests/test_deployment.py checks that the three agree). The project is added
+# on top without touching vLLM or torch. Build: docker build -t sharp-serve .
 FROM vllm/vllm-openai:v0.32.0
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# What the plugin and server add, pinned; `--no-deps` for the project itself, so that
+# pip can never replace the image's vLLM or torch.
+RUN pip install --no-cache-dir decord==0.6.0 av==18.1.0 pydantic-settings==2.16.3 python-multipart==0.0.34
 
 WORKDIR /opt/sharp-serve
 COPY pyproject.toml README.md ./
 COPY sharp_plugin ./sharp_plugin
 COPY server ./server
 COPY configs ./configs
-# The 4 MB proxy model and its task: `--config configs/default.yaml` is a GPU smoke test
-# that needs no hub (run from /opt/sharp-serve, where the config's relative paths point).
+# The 4 MB proxy model and its task: SHARP_SERVE_CONFIG=configs/default.yaml is a GPU
+# smoke test that needs no hub (relative paths resolve from /opt/sharp-serve).
 COPY proxy_videoqa ./proxy_videoqa
 COPY models ./models
+COPY docker/entrypoint.sh /usr/local/bin/sharp-serve-entrypoint
+RUN pip install --no-cache-dir --no-deps . \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin sharp \
+    && mkdir -p /cache /data/videos /var/lib/sharp-serve/files \
+    && chown -R sharp:sharp /cache /data/videos /var/lib/sharp-serve
 
-# The base image already has vLLM 0.32 and torch; add only what the plugin needs.
-RUN pip install --no-cache-dir decord==0.6.0 av==18.1.0 pydantic-settings==2.16.3 python-multipart==0.0.34 \
-    && pip install --no-cache-dir --no-deps .
+# Model weights and compile caches live in one volume (mount it to keep downloads). The
+# Hugging Face token comes from the environment at run time (HF_TOKEN), never the image.
+ENV HF_HOME=/cache/huggingface \
+    VLLM_CACHE_ROOT=/cache/vllm \
+    VLLM_PLUGINS=sharp \
+    VLLM_USE_V2_MODEL_RUNNER=0 \
+    SHARP_SERVE_CONFIG=/opt/sharp-serve/configs/gpu-qwen25vl-7b.yaml \
+    SHARP_SERVE_HOST=0.0.0.0 \
+    SHARP_SERVE_PORT=8000
+VOLUME ["/cache"]
 
-ENV VLLM_PLUGINS=sharp
+USER 10001:10001
 EXPOSE 8000
-ENTRYPOINT ["sharp-serve"]
-CMD ["--config", "/opt/sharp-serve/configs/gpu-qwen25vl-7b.yaml"]
+# Generous start period: weights download and the memory profile come before /health.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=900s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('SHARP_SERVE_PORT', '8000')}/health\", timeout=4)"]
+ENTRYPOINT ["sharp-serve-entrypoint"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 import pytest
 
@@ -26,6 +27,9 @@ def make_llm(
         if sharp_defaults:
             hf_overrides["sharp_defaults"] = sharp_defaults
     extra = {"worker_extension_cls": WORKER_EXTENSION, "scheduler_cls": SCHEDULER} if sharp else {}
+    # scripts/gpu_smoke.sh runs the engine tests again with tensor parallelism on a host
+    # with two GPUs; everywhere else one device.
+    engine_args.setdefault("tensor_parallel_size", int(os.environ.get("SHARP_TEST_TENSOR_PARALLEL", "1")))
     return LLM(
         model=str(model_dir),
         dtype=dtype,

@@ -60,6 +60,13 @@ def enable_pruning_path(vllm_config) -> None:
     if mm_config is not None and not mm_config.is_multimodal_pruning_enabled():
         mm_config.video_pruning_rate = 0.5
         logger.info("ShaRP: enabled vLLM's multimodal pruning path (per-request counts).")
+    # Encoder CUDA graphs (`cudagraph_mm_encoder`, off by default) replay the vision tower
+    # in place of `embed_multimodal`: no selection would run while the placeholders
+    # expect the kept count. Both runners build their graph manager after the model.
+    compilation = vllm_config.compilation_config
+    if getattr(compilation, "cudagraph_mm_encoder", False):
+        compilation.cudagraph_mm_encoder = False
+        logger.warning("ShaRP: encoder CUDA graphs bypass the selection; turned them off.")
 
 
 class SharpModelMixin:

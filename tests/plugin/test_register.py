@@ -71,3 +71,22 @@ def test_the_encoder_reads_the_pruning_flag_only_to_split_videos():
     assert len(reads) == 1, f"the flag is read {len(reads)} times"
     branch = source[reads[0] : source.index("batch_outputs_lst", reads[0])]
     assert 'modality == "video"' in branch and "num_items > 1" in branch
+
+
+def test_the_pruning_path_is_switched_on_and_encoder_cuda_graphs_off(tiny_qwen3_dir):
+    """Encoder CUDA graphs would replay the tower instead of embed_multimodal (no
+    selection while the placeholders expect the kept count): a ShaRP model turns them
+    off, and turns on vLLM's pruning path, while it is built."""
+    from vllm.config import CompilationConfig, ModelConfig, VllmConfig
+
+    from sharp_plugin.vllm.model import enable_pruning_path
+
+    config = VllmConfig(
+        model_config=ModelConfig(model=str(tiny_qwen3_dir)),
+        compilation_config=CompilationConfig(cudagraph_mm_encoder=True),
+    )
+    assert not config.model_config.multimodal_config.is_multimodal_pruning_enabled()
+    assert config.compilation_config.cudagraph_mm_encoder is True
+    enable_pruning_path(config)
+    assert config.model_config.multimodal_config.is_multimodal_pruning_enabled()
+    assert config.compilation_config.cudagraph_mm_encoder is False

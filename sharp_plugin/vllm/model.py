@@ -202,15 +202,17 @@ class SharpModelMixin:
         its kept rows, with their M-RoPE positions in extra channels (see positions.py),
         its text rows among them (`rows`: never pruned, embedded as text, no deepstack),
         or, with 1-D positions, the kept rows followed by the family's never-pruned rows."""
-        if rows is not None:
-            width = visual.shape[-1]
-            text = self._sharp_decoder().embed_input_ids(rows.text_ids.to(visual.device, non_blocking=True))
-            whole = visual.new_zeros(rows.num_rows, width)  # deepstack channels of text rows: zeros
-            whole[rows.visual_rows.to(visual.device, non_blocking=True)] = visual
-            text_rows = rows.text_rows.to(visual.device, non_blocking=True)
-            whole[text_rows, : text.shape[-1]] = text.to(visual.dtype)
-            kept_rows = torch.cat([rows.text_rows, rows.visual_rows[kept.cpu()]]).sort().values
-            return positions.encode_kept(whole, item_positions, kept_rows), kept_rows
+        if rows is not None:  # gather the kept visual rows and every text row, in row order
+            device = visual.device
+            candidates = torch.cat([rows.text_rows, rows.visual_rows[kept.cpu()]])  # item rows
+            order = candidates.argsort()
+            text = self._sharp_decoder().embed_input_ids(rows.text_ids.to(device, non_blocking=True))
+            text_rows = visual.new_zeros(text.shape[0], visual.shape[-1])  # deepstack channels: zeros
+            text_rows[:, : text.shape[-1]] = text.to(visual.dtype)
+            content = torch.cat([text_rows, visual[kept.to(device, non_blocking=True)]])
+            kept_rows = candidates[order]
+            ordered = content[order.to(device, non_blocking=True)]
+            return positions.with_position_channels(ordered, item_positions, kept_rows), kept_rows
         if item_positions is not None:
             return positions.encode_kept(visual, item_positions, kept), kept
         kept_rows = visual[kept.to(visual.device, non_blocking=True)]

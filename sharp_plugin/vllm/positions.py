@@ -53,9 +53,19 @@ def encode_kept(embeddings: torch.Tensor, item_positions: torch.Tensor, kept: to
     """Embeddings of the kept rows, with their original positions appended.
 
     embeddings # [N, D] of the whole item; item_positions # [N, 3]; kept # [k] ascending.
-    Returns # [k, D + 8]. The offset for the following text is computed on the whole
-    item so it does not depend on which tokens survived.
+    Returns # [k, D + 8].
     """
+    kept_rows = embeddings[kept.to(embeddings.device)]
+    return with_position_channels(kept_rows, item_positions, kept)
+
+
+def with_position_channels(
+    kept_rows: torch.Tensor, item_positions: torch.Tensor, kept: torch.Tensor
+) -> torch.Tensor:
+    """Rows already gathered (`kept_rows` # [k, D], the item's rows `kept` # [k]
+    ascending), with their original positions appended. # [k, D + 8]. The offset for the
+    following text is computed on the whole item, so it does not depend on which tokens
+    survived."""
     kept_positions = item_positions[kept]  # [k, 3]
     next_text = next_text_offset(item_positions)
     values = torch.cat(
@@ -63,8 +73,7 @@ def encode_kept(embeddings: torch.Tensor, item_positions: torch.Tensor, kept: to
     )  # [k, 4]
     hi, lo = values // _BASE, values % _BASE
     channels = torch.stack([hi, lo], dim=2).reshape(kept.numel(), NUM_CHANNELS)
-    kept_rows = embeddings[kept.to(embeddings.device)]
-    return torch.cat([kept_rows, channels.to(device=embeddings.device, dtype=embeddings.dtype)], 1)
+    return torch.cat([kept_rows, channels.to(device=kept_rows.device, dtype=kept_rows.dtype)], 1)
 
 
 def decode(with_channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,17 +5,25 @@ PY := $(VENV)/bin/python
 MODEL_DIR ?= models/sharp-proxy-qwen25vl
 PORT ?= 8000
 
-.PHONY: install lint test serve serve-vllm bench-quality
+.PHONY: install install-browser install-lmms-eval lint test serve serve-vllm bench-quality
 
 install:
 	bash scripts/install_cpu.sh $(VENV)
+
+# The browser the /inspect page's test drives (Debian packages; root or sudo).
+install-browser:
+	bash scripts/install_browser.sh
+
+# lmms-eval in its own venv (.venv-lmms), for bench/lmms_eval_parity.py and its CI mode.
+install-lmms-eval:
+	bash scripts/install_lmms_eval.sh
 
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
 
-test: install lint
+test: install install-browser install-lmms-eval lint
 	$(PY) -m pytest
 
 runs/media/sample.mp4:

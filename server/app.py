@@ -16,7 +16,8 @@ from .errors import install_error_handlers
 from .guard import RequestGuard
 from .media.store import FileStore
 from .metrics import ServerMetrics
-from .routers import chat, files, health, models
+from .presets import load_presets
+from .routers import chat, files, health, inspect, models
 from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = ServerMetrics()
     app.state.store = FileStore(settings.files.directory, settings.files.ttl_s)
+    app.state.presets = load_presets(settings.presets_file)
     # Decoding is blocking: a bounded pool keeps it off the event loop without letting
     # many long decodes take every core from the engine.
     app.state.decode_pool = ThreadPoolExecutor(
@@ -56,8 +58,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestGuard, settings=settings, metrics=lambda: app.state.metrics)
-    for module in (chat, files, models, health):
-        app.include_router(module.router)
+    for router in (chat.router, files.router, models.router, health.router, inspect.page, inspect.api):
+        app.include_router(router)
     app.openapi = lambda: _openapi_without_422(app)
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
@@ -29,6 +29,10 @@ def get_metrics(request: Request) -> ServerMetrics:
     return request.app.state.metrics
 
 
+def get_presets(request: Request) -> dict[str, dict[str, Any]]:
+    return request.app.state.presets
+
+
 # The API key is checked before the body is read, by server.guard.RequestGuard, which
 # create_app() always installs; this dependency only declares the Bearer scheme in the
 # OpenAPI spec for the routes that need the key.
@@ -39,4 +43,5 @@ SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StoreDep = Annotated[FileStore, Depends(get_store)]
 MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
+PresetsDep = Annotated[dict[str, dict[str, Any]], Depends(get_presets)]
 Authorized = Depends(_bearer)

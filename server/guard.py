@@ -23,10 +23,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import APIError, AuthenticationError, PayloadTooLarge, error_body
 from .metrics import ServerMetrics
+from .routers.inspect import PAGE_PATHS
 from .settings import ServerSettings
 
-# Probes and scrapers stay reachable without the key.
-OPEN_PATHS = frozenset({"/health", "/metrics"})
+# Probes and scrapers stay reachable without the key, and so do the inspection page's
+# static files (no data in them; the page's own API calls carry the key).
+OPEN_PATHS = frozenset({"/health", "/metrics", *PAGE_PATHS})
 UPLOAD_PATH = "/v1/files"
 # Multipart framing around an uploaded file (boundaries, part headers, the purpose field).
 MULTIPART_OVERHEAD = 64 * 1024

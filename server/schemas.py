@@ -24,12 +24,24 @@ def _valid_utf8(text: str) -> str:
 
 Text = Annotated[str, AfterValidator(_valid_utf8)]
 
+# A server option inside the `sharp` object: add each video's selection to its report.
+RETURN_SELECTION = "return_selection"
+
+
+def _sharp_object_schema() -> dict[str, Any]:
+    schema = SharpSettings.model_json_schema()
+    schema["properties"][RETURN_SELECTION] = {
+        "type": "boolean",
+        "default": False,
+        "description": "Add each video's token grid, kept indices and frame timestamps to its report "
+        "(sharp-serve only; the lists are long, so off by default).",
+    }
+    return {**schema, "title": "SharpSettings"}
+
+
 # The `sharp` object is validated by the plugin's schema (merged with the server's
 # defaults first, so partial objects are fine); the spec shows that schema.
-SharpObject = Annotated[
-    dict[str, Any],
-    WithJsonSchema({**SharpSettings.model_json_schema(), "title": "SharpSettings"}),
-]
+SharpObject = Annotated[dict[str, Any], WithJsonSchema(_sharp_object_schema())]
 
 
 class _Lenient(BaseModel):
@@ -105,6 +117,21 @@ class ChatCompletionRequest(_Lenient):
         return self.max_completion_tokens or self.max_tokens
 
 
+class SharpSelection(BaseModel):
+    """Which of a video's tokens the prompt kept (with `sharp.return_selection`).
+
+    Token i sits at (group, row, column) = unravel(i, token_grid): row-major over the
+    grid, vLLM's t, h, w order. Group g covers sampled frames
+    [g * frames_per_group, (g + 1) * frames_per_group) (Qwen-VL: 2 frames per group), and a
+    token covers the same fraction of each of those frames (1/rows by 1/columns)."""
+
+    token_grid: tuple[int, int, int]
+    frames_per_group: int
+    kept_indices: list[int]
+    # Each sampled frame's time in the source video, in seconds.
+    frame_timestamps: list[float]
+
+
 class SharpVideoReport(BaseModel):
     method: str
     retention: float
@@ -130,6 +157,8 @@ class SharpVideoReport(BaseModel):
     # How many videos' scoring passes ran as one packed pass with this one (1: alone; 0:
     # no scoring pass). None for a cached selection.
     scored_with: int | None = None
+    # With `sharp.return_selection`: the kept tokens and where they are (None otherwise).
+    selection: SharpSelection | None = None
 
 
 class SharpReport(BaseModel):

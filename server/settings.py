@@ -108,6 +108,11 @@ class ServerSettings(BaseSettings):
     engine: EngineSettings
     # Engine-wide default pruning settings (the plugin's schema); requests win.
     sharp: dict[str, Any] = Field(default_factory=dict)
+    # Named pruning settings, served as model names `<served model>:<preset>`
+    # (server/presets.py); None: only the bare model name.
+    presets_file: Path | None = REPO_ROOT / "configs" / "pruning-presets.yaml"
+    # The /inspect page (static HTML; its data calls need the API key like any other).
+    inspect_page: bool = True
     media: MediaSettings = Field(default_factory=MediaSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
@@ -136,4 +141,7 @@ class ServerSettings(BaseSettings):
             value = data.get(section, {}).get(key)
             if value and not Path(value).is_absolute():
                 data[section][key] = str(REPO_ROOT / value)
+        presets = data.get("presets_file")
+        if presets and not Path(presets).is_absolute():
+            data["presets_file"] = str(REPO_ROOT / presets)
         return cls(**{**data, **overrides})

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from sharp_plugin.core import parse_settings
 from sharp_plugin.core.settings import SharpSettingsError
 
-from ..deps import Authorized, EngineDep, MetricsDep, SettingsDep, StoreDep
+from ..deps import Authorized, EngineDep, MetricsDep, PresetsDep, SettingsDep, StoreDep
 from ..errors import (
     APIError,
     ClientClosedRequest,
@@ -30,24 +30,31 @@ from ..errors import (
     error_responses,
 )
 from ..media import resolve
-from ..schemas import ChatCompletionRequest, SharpReport, SharpVideoReport
+from ..presets import apply_preset, resolve_model
+from ..schemas import RETURN_SELECTION, ChatCompletionRequest, SharpReport, SharpSelection, SharpVideoReport
 
 router = APIRouter(prefix="/v1", tags=["chat"], dependencies=[Authorized])
 
 _DISCONNECT_POLL_S = 0.25
 
 
-def sharp_request_settings(body: ChatCompletionRequest) -> dict[str, Any]:
-    """The request's `sharp` object, from the body field or vLLM's mm_processor_kwargs."""
+def sharp_request_settings(body: ChatCompletionRequest) -> tuple[dict[str, Any], bool]:
+    """The request's `sharp` object, from the body field or vLLM's mm_processor_kwargs,
+    and whether it asked for the selections in its report (`return_selection`, a server
+    option that never reaches the plugin)."""
     nested = (body.mm_processor_kwargs or {}).get("sharp")
     if body.sharp is not None and nested is not None:
         raise InvalidRequest("Give `sharp` or `mm_processor_kwargs.sharp`, not both", param="sharp")
     raw = body.sharp if body.sharp is not None else nested
     if raw is None:
-        return {}
+        return {}, False
     if not isinstance(raw, dict):
         raise SharpSettingsError("sharp: must be an object")
-    return {k: v for k, v in raw.items() if k != "report_id"}  # report_id is ours to set
+    return_selection = raw.get(RETURN_SELECTION, False)
+    if not isinstance(return_selection, bool):
+        raise SharpSettingsError(f"sharp.{RETURN_SELECTION}: must be a boolean", field=RETURN_SELECTION)
+    own = {"report_id", RETURN_SELECTION}  # report_id is ours to set
+    return {k: v for k, v in raw.items() if k not in own}, return_selection
 
 
 def sampling_params(body: ChatCompletionRequest) -> dict[str, Any]:
@@ -71,11 +78,14 @@ async def create_chat_completion(
     settings: SettingsDep,
     store: StoreDep,
     metrics: MetricsDep,
+    presets: PresetsDep,
 ):
     received = time.monotonic()
-    if body.model != engine.model_name:
+    preset = resolve_model(body.model, engine.model_name, presets)
+    if preset is None:
         raise NotFound(f"The model {body.model!r} does not exist", param="model", code="model_not_found")
-    sharp = sharp_request_settings(body)
+    own, return_selection = sharp_request_settings(body)
+    sharp = apply_preset(preset, own)
     # Validate before any media work; the plugin validates again inside vLLM.
     parse_settings(
         sharp,
@@ -97,6 +107,7 @@ async def create_chat_completion(
         del engine_request["multi_modal_data"]
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     run = _Run(engine, engine_request, sampling, request_id, report_id, media, received, metrics)
+    run.return_selection = return_selection
     timeout = settings.request_timeout_s
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -129,6 +140,7 @@ class _Run:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.finished = False
+        self.return_selection = False
         self._first_token_seen = False
 
     async def deltas(self) -> AsyncIterator[tuple[int, str, str | None, int]]:
@@ -161,6 +173,7 @@ class _Run:
                 vision_cached=None if e.get("cached") else e.get("vision_cached"),
                 context_missing=None if e.get("cached") else e.get("context_missing"),
                 scored_with=None if e.get("cached") else e.get("scored_with"),
+                selection=_selection(e, decoded) if self.return_selection else None,
             )
             for e, decoded in zip(entries, self.media.videos, strict=False)
         ]  # fmt: skip
@@ -185,6 +198,21 @@ class _Run:
             "completion_tokens": self.completion_tokens,
             "total_tokens": total,
         }
+
+
+def _selection(entry: dict[str, Any], decoded) -> SharpSelection | None:
+    """What was kept, where in the video: None when the worker no longer holds the
+    decision (evicted), so there is nothing true to show."""
+    grid, kept = entry.get("token_grid"), entry.get("kept_indices")
+    if grid is None or kept is None:
+        return None
+    fps = decoded.info.fps
+    return SharpSelection(
+        token_grid=grid,
+        frames_per_group=max(1, -(-len(decoded.indices) // grid[0])),
+        kept_indices=kept,
+        frame_timestamps=[round(index / fps, 6) for index in decoded.indices],
+    )
 
 
 async def _complete(run: _Run, body: ChatCompletionRequest, request: Request, timeout: float) -> dict:

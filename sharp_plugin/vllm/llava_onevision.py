@@ -93,8 +93,8 @@ class SharpLlavaOnevisionForConditionalGeneration(SharpModelMixin, LlavaOnevisio
         side = pooled_frame_side(self.config)
         return [[len(video), side, side] for video in video_input["pixel_values_videos"]]
 
-    def _sharp_tokens_per_group(self, grid) -> int:
-        return grid[1] * grid[2]  # a group is one frame
+    def _sharp_token_grid(self, grid) -> tuple[int, int, int]:
+        return grid[0], grid[1], grid[2]  # a group is one frame
 
     def _sharp_split_video_output(self, embeddings: torch.Tensor):
         rows = embeddings.reshape(-1, embeddings.shape[-1])

@@ -81,9 +81,15 @@ class SharpModelMixin:
         LLaVA-OneVision: frames x pooled rows x pooled columns)."""
         raise NotImplementedError
 
+    def _sharp_token_grid(self, grid: Sequence[int]) -> tuple[int, int, int]:
+        """(temporal groups, rows, columns) of a video's visual tokens: kept indices are
+        row-major over this grid (vLLM's t, h, w order)."""
+        raise NotImplementedError
+
     def _sharp_tokens_per_group(self, grid: Sequence[int]) -> int:
         """Visual tokens per temporal group (the unit of segment-aware masking)."""
-        raise NotImplementedError
+        _, rows, columns = self._sharp_token_grid(grid)
+        return rows * columns
 
     def _sharp_video_t_scale(self, video_input, index: int) -> float:
         """M-RoPE time steps per temporal group (families with 1-D positions: 1.0)."""
@@ -369,7 +375,15 @@ class SharpModelMixin:
         if item is not None and item.get("mm_hash"):
             WORKER_REPORTS.put(
                 item["mm_hash"],
-                _report(settings, selection, scoring_ms, plan.grid, fallback, plan.notes, vision_cached),
+                _report(
+                    settings,
+                    selection,
+                    scoring_ms,
+                    self._sharp_token_grid(plan.grid),
+                    fallback,
+                    plan.notes,
+                    vision_cached,
+                ),
             )
         return encoded
 
@@ -676,7 +690,7 @@ def _sequence_positions(prefix: torch.Tensor, item_positions: torch.Tensor, num_
 
 
 def _report(
-    settings, selection: Selection, scoring_ms, grid, fallback, notes, vision_cached
+    settings, selection: Selection, scoring_ms, token_grid, fallback, notes, vision_cached
 ) -> dict[str, Any]:
     num_tokens, kept = selection.num_tokens, selection.kept
     return {
@@ -687,7 +701,7 @@ def _report(
         "num_kept": int(kept.numel()),
         "scoring_ms": scoring_ms,
         "kept_indices": kept.tolist(),
-        "grid_thw": list(grid),
+        "token_grid": [int(v) for v in token_grid],
         # Unique per selection: the frontend tells a fresh selection from an
         # encoder-cache hit (which runs none) by whether it has seen this id before.
         "selection_id": uuid.uuid4().hex,

@@ -61,9 +61,9 @@ class QwenModelHooks:
     def _sharp_video_grids(self, video_input) -> list[list[int]]:
         return video_input["video_grid_thw"].tolist()
 
-    def _sharp_tokens_per_group(self, grid) -> int:
+    def _sharp_token_grid(self, grid) -> tuple[int, int, int]:
         merge = self.visual.spatial_merge_size
-        return (grid[1] // merge) * (grid[2] // merge)
+        return grid[0], grid[1] // merge, grid[2] // merge
 
     def _sharp_item_positions(self, grid, t_scale: float) -> torch.Tensor:
         return positions.media_positions(grid, self.visual.spatial_merge_size, t_scale)

@@ -69,7 +69,7 @@ def join_report(
                 "video_tokens_kept": decision.get("num_kept"),
                 "scoring_ms": decision.get("scoring_ms"),
                 "kept_indices": decision.get("kept_indices"),
-                "grid_thw": decision.get("grid_thw"),
+                "token_grid": decision.get("token_grid"),
                 "selection_id": decision.get("selection_id"),
                 "fallback": decision.get("fallback"),
                 "prior": decision.get("prior"),

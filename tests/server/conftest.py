@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,21 @@ class RunningServer:
             if sample.split("{", 1)[0] == name and all(label in sample for label in wanted):
                 return float(line.rsplit(" ", 1)[1])
         raise KeyError((name, labels))
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """4 s of 224^2 noise at 8 fps (32 frames). The default config samples 2 fps -> 8
+    frames, decoded at 112^2 -> a 4 x 8 x 8 grid -> N = 64 visual tokens."""
+    from ..media import noise_video, write_mp4
+
+    pixels, _ = noise_video(7, frames=32, size=224)
+    return write_mp4(tmp_path_factory.mktemp("clips") / "clip.mp4", pixels, fps=8)
+
+
+@pytest.fixture(scope="session")
+def data_url(clip):
+    return "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
 
 
 @pytest.fixture(scope="session")

@@ -104,3 +104,93 @@ def test_a_request_past_its_timeout_is_504_and_aborted(make_client, stream):
         response = client.post("/v1/chat/completions", json=body)
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
         assert len(client.app.state.engine.aborted) == 1
+
+
+def test_models_lists_one_name_per_preset(make_client):
+    from server.presets import load_presets
+    from server.settings import REPO_ROOT
+
+    presets = load_presets(REPO_ROOT / "configs" / "pruning-presets.yaml")
+    with make_client() as client:
+        ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert ids == ["fake", *(f"fake:{name}" for name in presets)]
+    assert "fake:sharp-r10" in ids and len(presets) >= 10
+
+
+@pytest.mark.parametrize(
+    ("model", "sharp", "status", "param"),
+    [
+        ("fake:no-such-preset", None, 404, "model"),
+        ("fakeish", None, 404, "model"),
+        ("fake:sharp-r10", {"return_selection": "yes"}, 400, "sharp.return_selection"),
+        # The preset's settings are validated with the request's on top of them.
+        ("fake:sharp-r10", {"retention": 2.0}, 400, "sharp.retention"),
+    ],
+)
+def test_preset_names_and_return_selection_are_checked(make_client, model, sharp, status, param):
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    if sharp is not None:
+        body["sharp"] = sharp
+    with make_client() as client:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_presets_layer_under_the_request_field_by_field():
+    from server.presets import apply_preset, resolve_model
+
+    presets = {"sharp-r10": {"method": "sharp", "retention": 0.1, "segment_frames": 4}}
+    assert resolve_model("m", "m", presets) == {}
+    assert resolve_model("m:sharp-r10", "m", presets) == presets["sharp-r10"]
+    assert resolve_model("m:other", "m", presets) is None and resolve_model("m2", "m", presets) is None
+    assert apply_preset(presets["sharp-r10"], {"segment_frames": 0}) == {
+        "method": "sharp",
+        "retention": 0.1,
+        "segment_frames": 0,
+    }
+    # vLLM's pruning_rate is the same setting as retention: the request's replaces the preset's.
+    assert apply_preset(presets["sharp-r10"], {"pruning_rate": 0.5}) == {
+        "method": "sharp",
+        "segment_frames": 4,
+        "pruning_rate": 0.5,
+    }
+
+
+def test_a_broken_presets_file_stops_the_server_naming_the_preset(tmp_path):
+    from server.presets import load_presets
+
+    path = tmp_path / "presets.yaml"
+    path.write_text("good: {method: uniform, retention: 0.5}\nbad: {method: sharp, retention: 7}\n")
+    with pytest.raises(ValueError, match="preset 'bad'.*retention"):
+        load_presets(path)
+    path.write_text("'a:b': {method: none}\n")
+    with pytest.raises(ValueError, match="without ':'"):
+        load_presets(path)
+
+
+def test_the_inspect_page_is_static_and_its_data_needs_the_key(make_client):
+    with make_client(api_key="s3cret") as client:
+        page = client.get("/inspect")
+        assert page.status_code == 200 and "inspect.js" in page.text
+        script = client.get("/inspect/inspect.js")
+        assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+        # Only the page's own files are open; any other path needs the key first.
+        assert client.get("/inspect/nope.js").status_code == 401
+        assert client.get("/inspect/nope.js", headers={"Authorization": "Bearer s3cret"}).status_code == 404
+        frames = client.post("/v1/inspect/frames", json={"video": {"type": "file", "file": {"file_id": "x"}}})
+        assert frames.status_code == 401
+        authorized = client.post(
+            "/v1/inspect/frames",
+            json={"video": {"type": "file", "file": {"file_id": "file-missing"}}},
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        assert authorized.status_code == 404
+
+
+def test_the_inspect_page_can_be_turned_off(tmp_path):
+    settings = ServerSettings(
+        engine={"model": "fake"}, files={"directory": str(tmp_path)}, inspect_page=False
+    )
+    with TestClient(create_app(settings, engine_factory=FakeEngine)) as client:
+        assert client.get("/inspect").status_code == 404

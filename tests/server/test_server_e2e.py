@@ -24,21 +24,8 @@ pytestmark = pytest.mark.engine
 
 MODEL = "sharp-proxy-qwen25vl"
 INVALID_SHARP = "invalid_sharp_settings"
-VIDEO_TOKENS = 64  # of the `clip` fixture under the default config
+VIDEO_TOKENS = 64  # of the `clip` fixture (conftest.py) under the default config
 KEPT_AT_QUARTER = kept_count(0.25, VIDEO_TOKENS)
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """4 s of 224^2 noise at 8 fps (32 frames). The default config samples 2 fps -> 8
-    frames, decoded at 112^2 -> a 4 x 8 x 8 grid -> N = 64 visual tokens."""
-    pixels, _ = noise_video(7, frames=32, size=224)
-    return write_mp4(tmp_path_factory.mktemp("clips") / "clip.mp4", pixels, fps=8)
-
-
-@pytest.fixture(scope="module")
-def data_url(clip):
-    return "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
 
 
 def video_message(part: dict, text: str = "What is in the video?") -> list[dict]:
@@ -347,7 +334,8 @@ def test_eight_concurrent_streams_with_mixed_retention(server, data_url):
 
 
 def test_models_health_and_metrics(server):
-    assert [m.id for m in server.client().models.list().data] == [MODEL]
+    ids = [m.id for m in server.client().models.list().data]
+    assert ids[0] == MODEL and f"{MODEL}:sharp-r10" in ids  # presets: tests/server/test_inspection.py
     assert httpx.get(f"{server.base_url}/health", timeout=10).json() == {"status": "ok"}
     assert server.metric("sharp_video_tokens_total") > 0
     metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text

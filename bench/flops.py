@@ -80,6 +80,20 @@ class Decoder:
             + 2 * query_rows * length * self.heads * self.head_dim
         )
 
+    def scoring_pass_local(self, prefix: int, video: int, query: int, segment: int, k_layer: int) -> float:
+        """The same under the segment-local mask: in layers [0, K) a visual row attends
+        over the prefix and its own segment only; text rows over the whole sequence
+        (counted dense, as above)."""
+        length = prefix + video + query
+        pairs = video * (prefix + segment) + (prefix + query) * length
+        attention = 4 * pairs * self.heads * self.head_dim
+        dense = self.layer(length, length) - 4 * length * length * self.heads * self.head_dim
+        return (
+            k_layer * (dense + attention)
+            + self.qkv(length)
+            + 2 * (query - 1) * length * self.heads * self.head_dim
+        )
+
 
 # ---- the vision towers ------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -461,6 +475,35 @@ def operating_points(models: dict[str, Model]) -> list[dict]:
     return points
 
 
+# The README's long-video example: an hour at 1 fps, 448 x 448, on Qwen2.5-VL-7B, 5% kept,
+# K = 2, segments of 4 temporal groups.
+HOUR = {"model": "Qwen2.5-VL-7B", "frames": 3600, "side": 448, "retention": 0.05, "K": 2, "segment_groups": 4}
+
+
+def long_video_example(models: dict[str, Model]) -> dict:
+    """FLOPs of each stage for HOUR: vision, the scoring pass under each mask, the pruned
+    prefill, and what an unpruned prefill would cost (it does not fit any served context)."""
+    model = models[HOUR["model"]]
+    video = VideoShape(HOUR["frames"], HOUR["side"], HOUR["side"])
+    n = model.vision.tokens(video)
+    kept = max(1, math.floor(HOUR["retention"] * n + 0.5))
+    t, h, w = model.vision.grid(video)
+    segment = HOUR["segment_groups"] * (h // model.vision.merge) * (w // model.vision.merge)
+    length = PROMPT_TEXT + n + QUERY_TEXT
+    return {
+        **HOUR,
+        "video_tokens": n,
+        "kept": kept,
+        "prompt_tokens": PROMPT_TEXT + kept + QUERY_TEXT,
+        "segment_tokens": segment,
+        "vision": model.vision.flops(video),
+        "scoring_block_causal": model.decoder.scoring_pass(length, QUERY_TEXT - 1, HOUR["K"]),
+        "scoring_local": model.decoder.scoring_pass_local(PROMPT_TEXT, n, QUERY_TEXT, segment, HOUR["K"]),
+        "pruned_prefill": model.decoder.prefill(PROMPT_TEXT + kept + QUERY_TEXT),
+        "unpruned_prefill": model.decoder.prefill(length),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--validate-only", action="store_true")
@@ -512,9 +555,20 @@ def main() -> None:
                 f"| {p['model']} | {video['frames']} x {video['height']} | {p['video_tokens']} | {p['K']} "
                 f"| {p['retention']:.3f} | {p['whole_speedup']:.2f} |"
             )
+    hour = long_video_example(models)
+    print(
+        f"\nAn hour of video ({hour['frames']} frames of {hour['side']}^2, {hour['model']}): N = "
+        f"{hour['video_tokens']}, {hour['kept']} kept at r = {hour['retention']}; PFLOPs: vision "
+        f"{hour['vision'] / 1e15:.1f}, scoring pass block-causal {hour['scoring_block_causal'] / 1e15:.1f} / "
+        f"segment-local {hour['scoring_local'] / 1e15:.2f}, pruned prefill "
+        f"{hour['pruned_prefill'] / 1e15:.2f} (unpruned prefill {hour['unpruned_prefill'] / 1e15:.0f})"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"validation": validation, "rows": table, "operating_points": points}, indent=1)
+        json.dumps(
+            {"validation": validation, "rows": table, "operating_points": points, "long_video": hour},
+            indent=1,
+        )
     )
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from scoring_memory import QUERY_TOKENS, Decoder  # noqa: E402
 
+from sharp_plugin.core.masks import SegmentMask  # noqa: E402
 from sharp_plugin.vllm.scoring_pass import DecoderScoringPass, ItemLayout, ScoringItem, score_together  # noqa: E402
 
 PRUNE_LAYER, GRID_SIDE, SEGMENT_GROUPS = 2, 16, 4
@@ -69,13 +70,11 @@ def timed(run, repeats: int) -> tuple[float, object]:
 def measure(hidden: int, videos: int, tokens: int, repeats: int) -> dict:
     torch.manual_seed(0)
     decoder = Decoder(hidden)
-    items = [ScoringItem(*video(tokens, seed, hidden), SEGMENT_GROUPS) for seed in range(videos)]
+    items = [ScoringItem(*video(tokens, seed, hidden), SegmentMask(SEGMENT_GROUPS)) for seed in range(videos)]
     with torch.inference_mode():
         timed(lambda: score_together(decoder, PRUNE_LAYER, items[:1]), 1)  # warm-up
         one_ms, alone = timed(
-            lambda: [
-                DecoderScoringPass(decoder, PRUNE_LAYER, i.layout)(i.visual, i.segment_groups) for i in items
-            ],
+            lambda: [DecoderScoringPass(decoder, PRUNE_LAYER, i.layout)(i.visual, i.mask) for i in items],
             repeats,
         )
         packed_ms, packed = timed(lambda: score_together(decoder, PRUNE_LAYER, items), repeats)

@@ -48,7 +48,7 @@ from sharp_plugin import WORKER_EXTENSION  # noqa: E402
 DEFAULT_MODEL = ROOT / "models" / "sharp-proxy-qwen25vl"
 PRESETS = yaml.safe_load((ROOT / "configs" / "pruning-presets.yaml").read_text())
 SHARP_METHODS = [
-    "sharp", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias", "sharp-no-dedup",
+    "sharp", "sharp-local", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias", "sharp-no-dedup",
     "fastv", "uniform", "random", "oracle",
 ]  # fmt: skip
 ALL_METHODS = ["none", *SHARP_METHODS, "evs"]

@@ -63,6 +63,11 @@ class MediaSettings(_Section):
     max_local_file_bytes: int = Field(4 * 1024**3, gt=0)  # a file:// video, checked before decoding
     max_image_pixels: int = Field(4096 * 4096, gt=0)  # width * height, checked before decoding
     max_video_seconds: float = 600.0
+    # Unpruned visual tokens per request, estimated after probing and before decoding
+    # (ceil(frames / 2) * (w / 28) * (h / 28): the Qwen-VL geometry the decoder sizes
+    # frames for). What bounds the vision tower's and the scoring pass's work, whatever
+    # the retention; only the kept tokens count against the context. None: no cap.
+    max_video_tokens: int | None = Field(None, gt=0)
     max_source_pixels: int = 3840 * 2160  # width * height of the encoded video
     max_frames: int = 64
     default_num_frames: int | None = None
@@ -108,6 +113,9 @@ class ServerSettings(BaseSettings):
     engine: EngineSettings
     # Engine-wide default pruning settings (the plugin's schema); requests win.
     sharp: dict[str, Any] = Field(default_factory=dict)
+    # The lowest retention a request may ask for, checked before any media work (an
+    # operator's floor on how little of a video an answer may rest on).
+    min_retention: float = Field(0.0, ge=0.0, le=1.0)
     # Named pruning settings, served as model names `<served model>:<preset>`
     # (server/presets.py); None: only the bare model name.
     presets_file: Path | None = REPO_ROOT / "configs" / "pruning-presets.yaml"

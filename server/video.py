@@ -135,6 +135,12 @@ def sample_indices(
     ]
 
 
+def estimated_tokens(num_frames: int, width: int, height: int) -> int:
+    """Unpruned visual tokens of `num_frames` frames of width x height in the Qwen-VL
+    geometry: 2 frames per temporal group, one token per 28 x 28 pixels."""
+    return math.ceil(num_frames / 2) * (width // SIZE_FACTOR) * (height // SIZE_FACTOR)
+
+
 def target_size(width: int, height: int, max_pixels: int, factor: int = SIZE_FACTOR) -> tuple[int, int]:
     """Largest (w, h), multiples of `factor`, with w * h <= max_pixels and the source's
     aspect ratio (never upscaled past the source)."""
@@ -152,6 +158,7 @@ def decode(
     threads: int = 1,
     sampling: Sampling = "uniform",
     readers: int = 1,
+    max_tokens: int | None = None,
 ) -> DecodedVideo:
     """Seek-sample the frames a request needs, resized at decode time.
 
@@ -159,11 +166,22 @@ def decode(
     with its own decord reader on its own thread: runs start at different GOPs, so no
     frame is decoded twice, and decord decodes with the GIL released. `sampling:
     keyframes` moves each sampled frame to its nearest keyframe where that keyframe is
-    not taken (a keyframe decodes alone; any other frame costs its GOP up to it)."""
+    not taken (a keyframe decodes alone; any other frame costs its GOP up to it).
+    `max_tokens`: the unpruned visual tokens this video may add to its request, checked
+    before any frame is decoded."""
     info = probe(path)
     check_limits(info, limits)
     indices = sample_indices(info, limits, num_frames, fps)
     width, height = target_size(info.width, info.height, limits.max_frame_pixels)
+    tokens = estimated_tokens(len(indices), width, height)
+    if max_tokens is not None and tokens > max_tokens:
+        raise PayloadTooLarge(
+            f"The video would be {tokens} unpruned visual tokens ({len(indices)} frames of "
+            f"{width}x{height}); the request may have {max_tokens} more (media.max_video_tokens): "
+            "send fewer frames or a lower fps",
+            param="media_io_kwargs.video",
+            code="too_many_video_tokens",
+        )
     keyframes = list(info.keyframes)
     if sampling == "keyframes":
         indices = snap_to_keyframes(indices, keyframes, info.num_frames)

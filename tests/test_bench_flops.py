@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -44,3 +46,20 @@ def test_seven_b_figures_follow_the_method():
     # Nothing after the tower beats (vision + LM) / vision.
     ceiling = k2["unpruned_whole"] / k2["vision"]
     assert model.stages(video, 1e-4, 1)["whole_speedup"] < ceiling < 4  # 3.8 (the brief: ~3.7)
+
+
+def test_the_hour_long_example_and_the_segment_local_scoring_pass():
+    hour = flops.long_video_example(flops.load_models())
+    # 3,600 frames at 448^2: 1,800 temporal groups of 16 x 16 merged tokens.
+    assert hour["video_tokens"] == 1800 * 256 == 460_800 and hour["kept"] == 23_040
+    assert hour["prompt_tokens"] < 32_768 < hour["video_tokens"]
+    # Local attention is linear in N: the pass costs about what the pruned prefill does,
+    # an order of magnitude under the block-causal pass.
+    assert hour["scoring_local"] * 10 < hour["scoring_block_causal"]
+    decoder = flops.load_models()["Qwen2.5-VL-7B"].decoder
+    # With one segment holding the whole video, local and block-causal are the same mask
+    # (the dense count also charges the visual rows the query columns they cannot see).
+    n = 4096
+    assert decoder.scoring_pass_local(16, n, 24, n, 2) == pytest.approx(
+        decoder.scoring_pass(16 + n + 24, 23, 2), rel=1e-3
+    )

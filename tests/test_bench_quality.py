@@ -19,7 +19,7 @@ def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
     assert "proxy" in (tmp_path / "quality-small.md").read_text().lower()
 
     results = report["results"]
-    methods = ["none", "sharp", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias",
+    methods = ["none", "sharp", "sharp-local", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias",
                "sharp-no-dedup", "fastv", "uniform", "random", "oracle", "evs"]  # fmt: skip
     assert sorted(results) == sorted(methods)
     unpruned = results["none"]["1.0"]["all"]

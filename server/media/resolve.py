@@ -62,6 +62,7 @@ async def resolve(
     )
 
     resolved = ResolvedMedia(messages=[])
+    token_budget = limits.max_video_tokens  # unpruned visual tokens left for this request
     with tempfile.TemporaryDirectory(prefix="sharp-media-") as scratch:
         for message in body.messages:
             if not isinstance(message.content, list):
@@ -78,8 +79,16 @@ async def resolve(
                     path = await _video_path(part, settings, store, Path(scratch), len(resolved.videos))
                     started = time.perf_counter()
                     decoded = await asyncio.get_running_loop().run_in_executor(
-                        pool, decode, path, limits, num_frames, fps
+                        pool,
+                        functools.partial(decode, max_tokens=token_budget),
+                        path,
+                        limits,
+                        num_frames,
+                        fps,
                     )
+                    if token_budget is not None:
+                        frames = decoded.frames
+                        token_budget -= video.estimated_tokens(len(frames), frames.shape[2], frames.shape[1])
                     metrics.decode_seconds.observe(time.perf_counter() - started)
                     resolved.videos.append(decoded)
                     content.append({"type": "video"})

@@ -87,12 +87,18 @@ async def create_chat_completion(
     own, return_selection = sharp_request_settings(body)
     sharp = apply_preset(preset, own)
     # Validate before any media work; the plugin validates again inside vLLM.
-    parse_settings(
+    parsed = parse_settings(
         sharp,
         settings.sharp,
         num_decoder_layers=engine.num_decoder_layers,
         first_stage_layers=engine.first_stage_layers,
     )
+    if parsed.prunes and parsed.retention < settings.min_retention:
+        raise SharpSettingsError(
+            f"sharp.retention: must be at least {settings.min_retention} on this server (min_retention), "
+            f"got {parsed.retention}",
+            field="retention",
+        )
     sampling = sampling_params(body)
     engine.check_sampling(sampling)
 

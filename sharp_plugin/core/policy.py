@@ -13,6 +13,7 @@ import torch
 from .budget import kept_count
 from .calibration import calibrate, mean_prior_embeddings
 from .dedup import deduplicated_top_k
+from .masks import SegmentMask
 from .selection import in_original_order, oracle_indices, random_indices, uniform_indices
 from .settings import SharpSettings
 
@@ -24,14 +25,14 @@ class ScoringResult:
 
 
 class ScoringPass(Protocol):
-    def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
+    def __call__(self, visual: torch.Tensor, mask: SegmentMask) -> ScoringResult:
         """Run layers [0, K) over [prefix, visual, query] and score at layer K."""
         ...
 
 
-# Prior scores on the all-black video's embeddings: (segment_groups) -> [N].
+# Prior scores on the all-black video's embeddings: (mask) -> [N].
 # The caller owns it so that it can cache by layout and query.
-BlackPrior = Callable[[int], torch.Tensor]
+BlackPrior = Callable[[SegmentMask], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,16 @@ def select_tokens(
     if scoring_pass is None:
         raise ValueError(f"method {s.method!r} needs a scoring pass")
 
-    result = scoring_pass(visual, s.segment_frames)
+    mask = s.segment_mask_for(n)
+    result = scoring_pass(visual, mask)
     scores = result.scores
     if s.debias != "off":
         if s.debias == "mean":
-            prior = scoring_pass(mean_prior_embeddings(visual), s.segment_frames).scores
+            prior = scoring_pass(mean_prior_embeddings(visual), mask).scores
         else:
             if black_prior is None:
                 raise ValueError("debias 'black' needs a black-frame prior")
-            prior = black_prior(s.segment_frames)
+            prior = black_prior(mask)
         scores = calibrate(scores, prior, s.calibration, s.lam)
     chosen = deduplicated_top_k(scores, result.hidden, k, s.dedup_threshold)
     return Selection(in_original_order(chosen.cpu()), n, scored=True)

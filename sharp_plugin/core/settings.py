@@ -14,6 +14,8 @@ from pydantic import (
     field_validator,
 )
 
+from .masks import SegmentMask
+
 # `oracle` is for evaluation: it keeps tokens the caller names (a benchmark's ground truth).
 Method = Literal["none", "sharp", "fastv", "uniform", "random", "oracle"]
 
@@ -29,6 +31,13 @@ MAX_ORACLE_TOKENS = 1 << 16  # an evaluation's named tokens, not a whole video
 
 TokenIndex = Annotated[int, Strict(), Field(ge=0, lt=MAX_VIDEO_TOKENS)]
 Debias = Literal["off", "black", "mean"]
+SegmentMaskKind = Literal["block_causal", "local", "auto"]
+# Where `segment_mask: auto` turns local. Below it the block-causal pass costs at most
+# about 1.8x the local one (8k tokens), and it is the mask the quality bench measured
+# first; from 16k tokens up its N^2 term makes it 3x slower and growing (5x at 32k)
+# (bench/results/scoring_scaling.md). On the proxy task the two masks select alike:
+# within one standard error at every retention (bench/results/quality_segment_mask.md).
+LOCAL_MASK_FROM_TOKENS = 16384
 PriorQuery = Literal["generic", "question"]
 Calibration = Literal["subtract", "divide"]
 
@@ -60,6 +69,11 @@ class SharpSettings(BaseModel):
     prune_layer: int = Field(2, ge=0, le=MAX_PRUNE_LAYER)
     # Width of a segment in temporal groups (Qwen: 2 frames per group); 0 turns masking off.
     segment_frames: int = Field(4, ge=0, le=MAX_SEGMENT_GROUPS)
+    # How segments see each other in the scoring pass (sharp_plugin/core/masks.py):
+    # `block_causal`, each segment sees every earlier one (O(N^2)); `local`, each sees
+    # the prefix and itself only (O(N * S), linear in the video's length); `auto`, local
+    # from LOCAL_MASK_FROM_TOKENS visual tokens up (long videos), block-causal below.
+    segment_mask: SegmentMaskKind = "auto"
     debias: Debias = "black"
     # Which query scores the black-frame prior. `generic`: a fixed neutral question in the
     # model's chat template, so the prior depends only on the video's layout and is
@@ -93,6 +107,13 @@ class SharpSettings(BaseModel):
     @property
     def needs_scoring_pass(self) -> bool:
         return self.prunes and self.method in SCORING_METHODS
+
+    def segment_mask_for(self, num_tokens: int) -> SegmentMask:
+        """The scoring pass's mask for a video of `num_tokens` visual tokens."""
+        local = self.segment_mask == "local" or (
+            self.segment_mask == "auto" and num_tokens >= LOCAL_MASK_FROM_TOKENS
+        )
+        return SegmentMask(self.segment_frames, local=local and self.segment_frames > 0)
 
     def effective(self) -> SharpSettings:
         """The switches that actually apply: `fastv` is the scoring pass with masking,

@@ -22,6 +22,7 @@ from vllm.logger import init_logger
 from vllm.model_executor.models.utils import PPMissingLayer
 
 from sharp_plugin.core import NO_PRUNING, ScoringResult, Selection, SharpSettings, select_tokens
+from sharp_plugin.core.masks import SegmentMask
 from sharp_plugin.core.selection import uniform_indices
 
 from . import positions
@@ -41,6 +42,10 @@ _PROFILE_QUERY_TOKENS = 64
 # The vision tower's output, cached by video content: 512 MiB holds about 17 videos of
 # N = 4096 tokens at Qwen2.5-VL-7B's width (3584, bf16). Reserved by the memory profile.
 _VISION_CACHE_MB = 512
+# Vision-tower patches per chunk of a long video: 64k patches is 64 temporal groups of a
+# 448 x 448 Qwen-VL video (about 2 minutes at 1 fps); a 7B tower's widest activation
+# ([patches, 3420] in bf16) is then under 0.5 GB, however long the video.
+_TOWER_CHUNK_PATCHES = 1 << 16
 # What each recent media item contributes to the prompt (kept embeddings and positions),
 # by cache hash: a later video's scoring pass puts the media before it in its context.
 _MEDIA_CONTEXT_BYTES = 128 << 20
@@ -146,6 +151,12 @@ class SharpModelMixin:
         # `sharp_vision_cache_mb` in the HF config (--hf-overrides), 0 turns it off.
         megabytes = getattr(self.config, "sharp_vision_cache_mb", _VISION_CACHE_MB)
         self._sharp_vision_cache_bytes = int(megabytes) << 20
+        # The vision tower runs a long video a few temporal groups at a time, so its
+        # activations stay bounded whatever the video's length (`sharp_tower_chunk_patches`
+        # in the HF config: patches per chunk; 0 runs each video whole).
+        self._sharp_tower_chunk_patches = int(
+            getattr(self.config, "sharp_tower_chunk_patches", _TOWER_CHUNK_PATCHES)
+        )
         self._sharp_media_context: BoundedStore[tuple[torch.Tensor, torch.Tensor, int]] = BoundedStore(
             max_bytes=_MEDIA_CONTEXT_BYTES, size_of=lambda entry: _tensor_bytes(entry[0])
         )
@@ -240,7 +251,7 @@ class SharpModelMixin:
             subset = (
                 media_input if len(missing) == len(items) else self._sharp_video_subset(media_input, missing)
             )
-            for index, emb in zip(missing, self._process_video_input(subset), strict=True):
+            for index, emb in zip(missing, self._tower(subset, len(missing)), strict=True):
                 found[index] = emb
                 if cache is not None and keys[index]:
                     # Each output is a view of the tower's one output tensor: a cached view
@@ -249,6 +260,35 @@ class SharpModelMixin:
         if any(item and item.get(PROFILE_KEY) for item in items):
             self._reserve_vision_cache(found[0].device)
         return found, from_cache
+
+    def _tower(self, media_input, num_videos: int) -> list[torch.Tensor]:
+        """The vision tower's output per video: all videos in one call when each is at
+        most one chunk, else each long video a chunk of temporal groups at a time (every
+        family's tower attends within a temporal group, so this is the same output)."""
+        budget = self._sharp_tower_chunk_patches
+        sizes = self._sharp_video_patches(media_input)
+        if not budget or sizes is None or max(sizes) <= budget:
+            return list(self._process_video_input(media_input))
+        outputs = []
+        for index in range(num_videos):
+            video = self._sharp_video_subset(media_input, [index])
+            if sizes[index] <= budget:
+                outputs += list(self._process_video_input(video))
+                continue
+            chunks = [
+                self._process_video_input(chunk)[0] for chunk in self._sharp_video_chunks(video, budget)
+            ]
+            outputs.append(torch.cat(chunks))
+        return outputs
+
+    def _sharp_video_patches(self, video_input) -> list[int] | None:
+        """Each video's vision-tower input rows (None: the family does not chunk)."""
+        return None
+
+    def _sharp_video_chunks(self, video_input, budget: int):
+        """One video's input split into runs of whole temporal groups of at most `budget`
+        patches each (at least one group)."""
+        raise NotImplementedError
 
     def _reserve_vision_cache(self, device: torch.device) -> None:
         """During vLLM's memory profile: allocate the vision cache's whole budget once, so
@@ -326,7 +366,11 @@ class SharpModelMixin:
                     self._scoring_decoder(prune_layer),
                     prune_layer,
                     [
-                        ScoringItem(p.layout, p.visual, p.scoring_settings.effective().segment_frames)
+                        ScoringItem(
+                            p.layout,
+                            p.visual,
+                            p.scoring_settings.effective().segment_mask_for(p.visual.shape[0]),
+                        )
                         for p in group
                     ],
                     self._sharp_tp_size,
@@ -398,13 +442,13 @@ class SharpModelMixin:
             layout = plan.layout
             scoring_pass = self._scoring_pass(settings.prune_layer, layout)
             if plan.prescored is not None:
-                segment_groups = settings.effective().segment_frames
-                scoring_pass = _Prescored(scoring_pass, plan.visual, segment_groups, plan.prescored)
+                mask = settings.effective().segment_mask_for(plan.visual.shape[0])
+                scoring_pass = _Prescored(scoring_pass, plan.visual, mask, plan.prescored)
 
-            def black_prior(segment_groups: int) -> torch.Tensor:
+            def black_prior(mask: SegmentMask) -> torch.Tensor:
                 if plan.profiling:  # the memory of computing one, never cached
                     black = self._black_embedding(plan.grid, plan.fields["sharp_black_pixels"])
-                    return scoring_pass(black, segment_groups).scores
+                    return scoring_pass(black, mask).scores
                 prior, cached = self._black_prior(
                     plan.grid,
                     plan.t_scale,
@@ -413,7 +457,7 @@ class SharpModelMixin:
                     layout,
                     plan.item.get("prior"),
                     plan.fields,
-                    segment_groups,
+                    mask,
                     plan.context,
                 )
                 plan.notes["prior"] = "cached" if cached else "computed"
@@ -539,7 +583,7 @@ class SharpModelMixin:
         layout,
         generic_query,
         fields,
-        segment_groups,
+        mask: SegmentMask,
         context=(),
     ) -> tuple[torch.Tensor, bool]:
         """Scores of an all-black video with the same layout, scored by the request's own
@@ -560,7 +604,7 @@ class SharpModelMixin:
             tuple(grid),
             t_scale,
             settings.prune_layer,
-            segment_groups,
+            mask,
             query_from,
             tuple(prefix),
             tuple(suffix),
@@ -580,7 +624,7 @@ class SharpModelMixin:
                 rows=layout.item_rows,
             )
         black = self._black_embedding(grid, fields["sharp_black_pixels"])
-        prior = self._scoring_pass(settings.prune_layer, layout)(black, segment_groups).scores
+        prior = self._scoring_pass(settings.prune_layer, layout)(black, mask).scores
         self._sharp_prior_cache.put(key, prior)
         return prior, False
 
@@ -661,13 +705,13 @@ class _Prescored:
 
     single: DecoderScoringPass
     visual: torch.Tensor
-    segment_groups: int
+    mask: SegmentMask
     result: ScoringResult
 
-    def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
-        if visual is self.visual and segment_groups == self.segment_groups:
+    def __call__(self, visual: torch.Tensor, mask: SegmentMask) -> ScoringResult:
+        if visual is self.visual and mask == self.mask:
             return self.result
-        return self.single(visual, segment_groups)
+        return self.single(visual, mask)
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> int:

@@ -31,6 +31,7 @@ from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement
 
 from sharp_plugin.core import NO_PRUNING, SharpSettings, kept_count, parse_settings
+from sharp_plugin.core.budget import fitting_retention
 from sharp_plugin.core.settings import MAX_VIDEO_TOKENS, SharpSettingsError
 
 from .reports import FRONTEND_RECORDS
@@ -221,9 +222,37 @@ class SharpProcessorMixin:
         for item, context in zip(items, contexts, strict=False):
             item["context"] = context
         result = super().apply(inputs, timing_ctx)
+        self._check_the_pruned_prompt_fits(result)
         if report_id is not None:
             FRONTEND_RECORDS.put(report_id, self._frontend_record(settings, sharp[_HASHES]))
         return result
+
+    def _check_the_pruned_prompt_fits(self, result) -> None:
+        """A prompt over the context is refused by vLLM after this, with a message that
+        says nothing about pruning. Only the kept tokens count against the context (the
+        unpruned ones pass through the tower and the scoring pass, never the KV cache),
+        so say which retention would fit. Items the processor cache elided carry no
+        counts: vLLM's own refusal then stands."""
+        max_len = self.info.ctx.model_config.max_model_len
+        length = len(result["prompt_token_ids"])
+        if length <= max_len:
+            return
+        videos = result["mm_kwargs"].get("video", [])
+        if not videos or any(item is None or "sharp_item" not in item for item in videos):
+            return
+        rows = [read_item(item["sharp_item"].data) for item in videos]
+        tokens, kept = [row["num_tokens"] for row in rows], sum(row["num_kept"] for row in rows)
+        other = length - kept
+        fits = fitting_retention(other, tokens, max_len - 1)  # room for one generated token
+        said = (
+            f"sharp.retention: the prompt is {length} tokens, over max_model_len {max_len}: "
+            f"{kept} of its videos' {sum(tokens)} visual tokens kept, and {other} other tokens"
+        )
+        if fits is None:
+            raise SharpSettingsError(
+                f"{said}; no retention fits (one token per video would not)", "retention"
+            )
+        raise SharpSettingsError(f"{said}; retention {fits} or lower fits", "retention")
 
     def _placeholders_expanded(self, inputs) -> bool:
         """Whether the prompt's media placeholders are already expanded to one token per

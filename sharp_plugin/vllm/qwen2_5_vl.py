@@ -83,6 +83,27 @@ class QwenModelHooks:
         pixels = pixels.unsqueeze(0).expand(num_patches, -1).contiguous()
         return self.visual(pixels, grid_thw=[list(grid_thw)])
 
+    def _sharp_video_patches(self, video_input) -> list[int] | None:
+        if video_input["type"] != "pixel_values_videos":
+            return None  # precomputed embeddings: no tower to run
+        return video_input["video_grid_thw"].prod(-1).tolist()
+
+    def _sharp_video_chunks(self, video_input, budget: int):
+        groups, height, width = video_input["video_grid_thw"][0].tolist()
+        per_group = height * width  # patch rows per temporal group
+        step = max(1, budget // per_group)
+        pixels = video_input["pixel_values_videos"]
+        # The tower reads only pixels and grid; the per-video fields ride along unchanged.
+        extra = {name: video_input.get(name) for name in ("second_per_grid_ts", "timestamps")}
+        for first in range(0, groups, step):
+            count = min(step, groups - first)
+            yield type(video_input)(
+                type=video_input["type"],
+                pixel_values_videos=pixels[first * per_group : (first + count) * per_group],
+                video_grid_thw=video_input["video_grid_thw"].new_tensor([[count, height, width]]),
+                **{name: value for name, value in extra.items() if value is not None},
+            )
+
     def _sharp_video_subset(self, video_input, indices: Sequence[int]):
         grid = video_input["video_grid_thw"]
         if video_input["type"] == "video_embeds":  # rows are merged tokens

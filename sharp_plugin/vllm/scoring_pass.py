@@ -15,6 +15,7 @@ so every rank selects the same tokens.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from sharp_plugin.core import ScoringResult
-from sharp_plugin.core.masks import attention_mask, visibility_end
+from sharp_plugin.core.masks import SegmentMask, Visibility, attention_mask, visibility
 from sharp_plugin.core.scores import mean_visual_scores, query_attention_sums
 
 # Memory: the pass runs outside vLLM's forward, so its scratch must stay bounded
@@ -89,9 +90,9 @@ class DecoderScoringPass:
         self.layout = layout
         self.tp_size = tp_size
 
-    def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
+    def __call__(self, visual: torch.Tensor, mask: SegmentMask) -> ScoringResult:
         (result,) = score_together(
-            self.decoder, self.prune_layer, [ScoringItem(self.layout, visual, segment_groups)], self.tp_size
+            self.decoder, self.prune_layer, [ScoringItem(self.layout, visual, mask)], self.tp_size
         )
         return result
 
@@ -100,7 +101,7 @@ class DecoderScoringPass:
 class ScoringItem:
     layout: ItemLayout
     visual: torch.Tensor  # [N, D] the video's visual embeddings
-    segment_groups: int  # 0: causal; else temporal groups per segment (segment-aware mask)
+    mask: SegmentMask  # how its visual tokens see each other (sharp_plugin/core/masks.py)
 
 
 @torch.inference_mode()
@@ -147,10 +148,10 @@ def score_together(
         if prefix_deep is not None or visual_deep is not None:
             deep_rows.append((start, prefix_deep, start + num_prefix, visual_deep, visual_index))
         length = num_prefix + num_item + num_suffix
-        end = visibility_end(
-            num_prefix, num_item, num_suffix, layout.tokens_per_group, item.segment_groups, item_groups=groups
+        seen = visibility(
+            num_prefix, num_item, num_suffix, layout.tokens_per_group, item.mask, item_groups=groups
         )
-        spans.append(_Span(start, num_prefix, num_item, length, query_from, end, visual_index))
+        spans.append(_Span(start, num_prefix, num_item, length, query_from, seen, visual_index))
         position_columns.append(layout.positions)
         start += length
     # Fresh tensors: fused RMSNorm with a residual updates its inputs in place.
@@ -175,7 +176,7 @@ def score_together(
         attended = q.new_empty(seq_len, attn.num_heads, attn.head_dim)  # [L, H, d]
         for span in spans:
             rows = span.rows
-            _attention(q[:, rows], k[:, rows], v[:, rows], attn.scaling, span.end, out=attended[rows])
+            _attention(q[:, rows], k[:, rows], v[:, rows], attn.scaling, span.visibility, out=attended[rows])
         out, _ = attn.o_proj(attended.view(seq_len, -1))
         h, residual = layer.post_attention_layernorm(out, residual)
         x = torch.cat([layer.mlp(h[i : i + _MLP_ROW_BLOCK]) for i in range(0, seq_len, _MLP_ROW_BLOCK)])
@@ -193,7 +194,7 @@ class _Span:
     num_item: int  # the item's rows: its visual tokens, and any text rows among them
     length: int
     query_from: int  # first suffix row that is a query row
-    end: torch.Tensor  # [length] long: each row's last visible column, within the span
+    visibility: Visibility  # each row's visible columns, within the span
     visual_index: torch.Tensor | None = None  # [N] the visual tokens' rows within the item (None: all)
 
     @property
@@ -314,44 +315,87 @@ def _query_attention_sums(q, k, rows: torch.Tensor, scale: float) -> torch.Tenso
     return sums
 
 
-def _attention(q, k, v, scale: float, end: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention over all rows, each row seeing the columns up to its `end` (causal, or
-    segment-aware). # [H, L, d] in q's dtype, written into `out` ([L, H, d]) if given
+def _attention(
+    q, k, v, scale: float, seen: Visibility | torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Attention over all rows, each row seeing the columns its `seen` allows (causal,
+    block-causal or segment-local; a tensor is the rows' last visible columns, causal
+    style). # [H, L, d] in q's dtype, written into `out` ([L, H, d]) if given
 
     Plain matmuls in the model's dtype, as the real forward's attention kernels run them
     (bf16 inputs, fp32 accumulation): on CPU, float32 copies made this 3x slower for a
     0.4% -> 0.16% relative error that the ranking does not need. Rows go in blocks, so a
-    block's logits ([H, rows, reach]) stay under the scratch budget whatever L is, and
-    each block sees only the columns its rows can reach. Only the columns that some row
-    of the block cannot see are masked: in a causal or block-causal layout every row sees
-    all columns before the block's smallest `end`, so the mask is a [rows, <= rows] strip,
-    not [rows, L]. Grouped-query heads are viewed as [H_kv, G * rows] rows of their KV
-    head, so K and V are never copied per head. SDPA is not used: with any mask (and
-    even with is_causal + enable_gqa) it ran 4-10x slower than this on CPU in torch 2.13.
+    block's logits ([H, rows, columns]) stay under the scratch budget whatever L is, and
+    each block computes only the columns its rows can reach: up to the block's largest
+    end, and, when every row of the block is segment-local, only the prefix and the
+    columns from the block's first segment on. So under the segment-local mask a row
+    costs O(prefix + segment), not O(L), and the pass is linear in the video's length.
+    Only the columns that some row of the block cannot see are masked: in a causal or
+    block-causal layout every row sees all columns before the block's smallest `end`,
+    so the mask is a [rows, <= rows] strip, not [rows, L]. Grouped-query heads are viewed
+    as [H_kv, G * rows] rows of their KV head, so K and V are never copied per head
+    (except a segment-local block's gathered columns). SDPA is not used: with any mask
+    (and even with is_causal + enable_gqa) it ran 4-10x slower than this on CPU in
+    torch 2.13.
     """
     num_heads, seq_len, head_dim = q.shape
     num_kv_heads = k.shape[0]
     group = num_heads // num_kv_heads
+    if isinstance(seen, torch.Tensor):
+        seen = Visibility(torch.zeros_like(seen), seen, 0)
     keys_t = k.transpose(1, 2).contiguous()  # [H_kv, d, L]: one copy per layer, not per block
     q_grouped = q.view(num_kv_heads, group, seq_len, head_dim)
     if out is None:
         out = q.new_empty(seq_len, num_heads, head_dim)
     target = out.permute(1, 0, 2).view(num_kv_heads, group, seq_len, head_dim)  # a view: writes land in out
-    end = end.cpu()  # the block bounds below are host ints: read from a host copy
-    end_on_device = end.to(q.device, non_blocking=True)  # the masks are built from this one
-    step = _rows_per_block(num_heads, seq_len)
-    for start in range(0, seq_len, step):
-        stop = min(start + step, seq_len)
+    # The block bounds below are host ints: read from host copies.
+    end, begin, prefix = seen.end.cpu(), seen.begin.cpu(), seen.prefix_len
+    # The masks are built from device copies, made once without waiting on the device.
+    end_on_device = end.to(q.device, non_blocking=True)
+    begin_on_device = begin.to(q.device, non_blocking=True)
+    # A block never mixes segment-local rows with rows that see everything (the query):
+    # such a block would compute all L columns for every one of its rows.
+    local = begin > prefix
+    kind_changes = (torch.nonzero(local[1:] != local[:-1]).flatten() + 1).tolist() + [seq_len]
+    start = 0
+    while start < seq_len:
+        # Rows per block from the columns the block's first row reaches (all L for a causal
+        # row, the prefix and its segment for a segment-local one), so local blocks are
+        # as tall as the scratch budget allows; a block straddling two segments reaches
+        # at most about twice as many columns.
+        first_width = int(end[start]) + 1 - max(0, int(begin[start]) - prefix)
+        next_change = kind_changes[bisect.bisect_right(kind_changes, start)]
+        stop = min(start + _rows_per_block(num_heads, first_width), next_change)
         rows = stop - start
-        block_end = end[start:stop]
+        block_end, block_begin = end[start:stop], begin[start:stop]
         reach = int(block_end.max()) + 1  # no row of the block sees past this
-        seen = int(block_end.min()) + 1  # every row of the block sees the columns before this
         block = q_grouped[:, :, start:stop].reshape(num_kv_heads, group * rows, head_dim) * scale
-        logits = torch.bmm(block, keys_t[:, :, :reach])  # [H_kv, G*rows, reach]
-        if reach > seen:
-            on_device = end_on_device[start:stop]
-            hidden = ~attention_mask(on_device - seen, reach - seen, q.device)  # [rows, reach - seen]
-            logits.view(num_kv_heads, group, rows, reach)[..., seen:].masked_fill_(hidden, float("-inf"))
+        skips = bool((block_begin > prefix).any())  # some row skips columns after the prefix
+        low = max(prefix, int(block_begin.min()))  # no row of the block sees [prefix, low)
+        if low > prefix:  # every row is segment-local: gather the prefix and [low, reach)
+            columns = torch.cat(
+                [torch.arange(prefix, device=q.device), torch.arange(low, reach, device=q.device)]
+            )
+            keys, values = keys_t[:, :, columns], v[:, columns]
+        else:
+            columns, keys, values = None, keys_t[:, :, :reach], v[:, :reach]
+        logits = torch.bmm(block, keys)  # [H_kv, G*rows, columns]
+        if skips:
+            cols = columns if columns is not None else torch.arange(reach, device=q.device)
+            block_seen = Visibility(begin_on_device[start:stop], end_on_device[start:stop], prefix)
+            hidden = ~block_seen.mask(cols, q.device)  # [rows, columns]
+            logits.view(num_kv_heads, group, rows, -1).masked_fill_(hidden, float("-inf"))
+        else:
+            seen_all = int(block_end.min()) + 1  # every row of the block sees the columns before this
+            if reach > seen_all:
+                strip = reach - seen_all
+                hidden = ~attention_mask(
+                    end_on_device[start:stop] - seen_all, strip, q.device
+                )  # [rows, strip]
+                logits.view(num_kv_heads, group, rows, reach)[..., seen_all:].masked_fill_(
+                    hidden, float("-inf")
+                )
         probs = logits.softmax(dim=-1)
-        target[:, :, start:stop] = torch.bmm(probs, v[:, :reach]).view(num_kv_heads, group, rows, head_dim)
+        target[:, :, start:stop] = torch.bmm(probs, values).view(num_kv_heads, group, rows, head_dim)
+        start = stop
     return out.permute(1, 0, 2)

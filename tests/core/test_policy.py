@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from sharp_plugin.core import ScoringResult, SharpSettings, kept_count, select_tokens
 from sharp_plugin.core.dedup import deduplicated_top_k
+from sharp_plugin.core.masks import SegmentMask
 from sharp_plugin.core.scores import mean_visual_scores, query_attention_sums
+from sharp_plugin.core.settings import LOCAL_MASK_FROM_TOKENS
 
 DIM = 16
 
@@ -23,15 +25,15 @@ class PlantedBiasScorer:
         position = torch.arange(num_tokens, dtype=torch.float32) / num_tokens
         self.positional = bias_strength * position[:, None] * F.normalize(self.query, dim=0)
 
-    def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
+    def __call__(self, visual: torch.Tensor, mask: SegmentMask) -> ScoringResult:
         keys = (visual + self.positional)[None]  # [1, N, D]
         rows = self.query[None, None, :]  # [1, 1, D], one head and one query row
         n = visual.shape[0]
         sums = query_attention_sums(rows, keys, torch.tensor([n - 1]), scale=1.0)
         return ScoringResult(mean_visual_scores(sums, 1, 1, 0, n), visual)
 
-    def black_prior(self, segment_groups: int) -> torch.Tensor:
-        return self(torch.zeros_like(self.positional), segment_groups).scores
+    def black_prior(self, mask: SegmentMask) -> torch.Tensor:
+        return self(torch.zeros_like(self.positional), mask).scores
 
 
 def planted_video(num_tokens: int, informative: list[int], scorer: PlantedBiasScorer):
@@ -99,11 +101,11 @@ def test_dedup_fills_the_budget_with_the_best_skipped_tokens():
     assert kept.tolist() == [9, 8, 7, 6]
 
 
-def _random_scorer(visual, segment_groups):
+def _random_scorer(visual, mask: SegmentMask):
     """Scores that depend on the content (a fixed projection) and on the segment width,
     so determinism and plumbing are tested through the scores, not around them."""
     direction = torch.sin(torch.arange(visual.shape[1], dtype=torch.float32) * 12.9898)
-    scores = visual.float() @ direction + 0.01 * segment_groups
+    scores = visual.float() @ direction + 0.01 * mask.groups + 0.001 * mask.local
     return ScoringResult(scores, visual)
 
 
@@ -161,19 +163,37 @@ def test_uniform_spreads_over_the_whole_video():
     assert kept.tolist() == list(range(5, 100, 10))
 
 
-def test_segment_width_reaches_the_scoring_pass():
+def test_segment_mask_reaches_the_scoring_pass():
     seen = []
 
-    def scorer(visual, segment_groups):
-        seen.append(segment_groups)
-        return _random_scorer(visual, segment_groups)
+    def scorer(visual, mask):
+        seen.append(mask)
+        return _random_scorer(visual, mask)
 
     visual = torch.randn(32, 8)
     select_tokens(
         SharpSettings(method="sharp", retention=0.5, segment_frames=3, debias="mean"), visual, scorer
     )
+    select_tokens(
+        SharpSettings(method="sharp", retention=0.5, segment_frames=3, segment_mask="local", debias="off"),
+        visual,
+        scorer,
+    )
     select_tokens(SharpSettings(method="fastv", retention=0.5, segment_frames=3), visual, scorer)
-    assert seen == [3, 3, 0]
+    block, local = SegmentMask(3), SegmentMask(3, local=True)
+    assert seen == [block, block, local, SegmentMask(0)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "tokens", "local"),
+    [("auto", LOCAL_MASK_FROM_TOKENS - 1, False), ("auto", LOCAL_MASK_FROM_TOKENS, True),
+     ("block_causal", 1 << 20, False), ("local", 8, True)],
+)  # fmt: skip
+def test_auto_turns_local_for_long_videos_only(kind, tokens, local):
+    settings = SharpSettings(segment_mask=kind)
+    assert settings.segment_mask_for(tokens) == SegmentMask(4, local=local)
+    # Without segments there is nothing to make local: the plain causal mask.
+    assert settings.model_copy(update={"segment_frames": 0}).segment_mask_for(tokens) == SegmentMask(0)
 
 
 def _naive_dedup(scores, features, k, threshold):

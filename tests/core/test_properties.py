@@ -161,3 +161,24 @@ def test_oracle_selection_matches_its_definition(data, num_tokens):
         [others[i] for i in uniform_indices(len(others), k - len(first)).tolist()] if k > len(first) else []
     )
     assert oracle_indices(num_tokens, k, priority).tolist() == sorted(first + fill)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    other=st.integers(0, 5000),
+    videos=st.lists(st.integers(1, 500_000), min_size=1, max_size=4),
+    budget=st.integers(1, 200_000),
+)
+def test_fitting_retention_fits_and_is_the_largest_at_its_precision(other, videos, budget):
+    from sharp_plugin.core.budget import fitting_retention
+
+    def length(retention: float) -> int:
+        return other + sum(kept_count(retention, n) for n in videos)
+
+    retention = fitting_retention(other, videos, budget)
+    if retention is None:
+        assert other + len(videos) > budget  # not even one token per video fits
+        return
+    assert 0 < retention <= 1 and length(retention) <= budget
+    if retention < 1 and retention >= 1e-4:
+        assert length(retention + 1e-4) > budget

@@ -17,6 +17,7 @@ def make_llm(
     dtype: str = "bfloat16",
     sharp_defaults: dict | None = None,
     architecture: str = SHARP_ARCH,
+    sharp_config: dict | None = None,
     **engine_args,
 ):
     from vllm import LLM
@@ -26,14 +27,15 @@ def make_llm(
         hf_overrides = {"architectures": [architecture]}
         if sharp_defaults:
             hf_overrides["sharp_defaults"] = sharp_defaults
+        hf_overrides.update(sharp_config or {})  # other sharp_* HF-config keys
     extra = {"worker_extension_cls": WORKER_EXTENSION, "scheduler_cls": SCHEDULER} if sharp else {}
     # scripts/gpu_smoke.sh runs the engine tests again with tensor parallelism on a host
     # with two GPUs; everywhere else one device.
     engine_args.setdefault("tensor_parallel_size", int(os.environ.get("SHARP_TEST_TENSOR_PARALLEL", "1")))
+    engine_args.setdefault("max_model_len", 4096)
     return LLM(
         model=str(model_dir),
         dtype=dtype,
-        max_model_len=4096,
         max_num_seqs=8,
         enforce_eager=True,
         enable_prefix_caching=True,

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from sharp_plugin.core import ScoringResult
+from sharp_plugin.core.masks import SegmentMask
 
 
 class HFReference:
@@ -95,30 +96,32 @@ class _HFScoringPass:
         rows = [np.tile(np.arange(p), (3, 1)), video, np.tile(np.arange(s), (3, 1)) + video.max() + 1]
         return torch.from_numpy(np.concatenate(rows, axis=1))
 
-    def mask(self, num_visual: int, segment_groups: int) -> torch.Tensor:
+    def mask(self, num_visual: int, segment: SegmentMask) -> torch.Tensor:
         p, s = len(self.prefix), len(self.suffix)
         length = p + num_visual + s
         i = torch.arange(length)[:, None]
         j = torch.arange(length)[None, :]
         allowed = j <= i
-        if segment_groups:
-            per_segment = segment_groups * self.h * self.w
+        if segment.groups:
+            per_segment = segment.groups * self.h * self.w
             visual_i = (i >= p) & (i < p + num_visual)
             visual_j = (j >= p) & (j < p + num_visual)
             same = ((i - p) // per_segment) == ((j - p) // per_segment)
             allowed = allowed | (visual_i & visual_j & same)
+            if segment.local:  # no other segment: the prefix and its own only
+                allowed = allowed & ~(visual_i & visual_j & ~same)
         additive = torch.zeros(length, length)
         additive[~allowed] = torch.finfo(torch.float32).min
         return additive[None, None]
 
     @torch.inference_mode()
-    def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
+    def __call__(self, visual: torch.Tensor, segment: SegmentMask) -> ScoringResult:
         lm = self.model.model.language_model
         x = torch.cat([lm.embed_tokens(self.prefix), visual, lm.embed_tokens(self.suffix)])[None]
         out = lm(
             inputs_embeds=x,
             position_ids=self.positions()[:, None, :],
-            attention_mask=self.mask(visual.shape[0], segment_groups),
+            attention_mask=self.mask(visual.shape[0], segment),
             output_attentions=True,
             output_hidden_states=True,
         )

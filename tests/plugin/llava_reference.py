@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from sharp_plugin.core import ScoringResult
+from sharp_plugin.core.masks import SegmentMask
 
 
 class LlavaReference:
@@ -80,31 +81,33 @@ class _ScoringPass:
         self.suffix = torch.tensor(suffix)
         self.newline, self.tokens_per_frame, self.prune_layer = newline, tokens_per_frame, prune_layer
 
-    def mask(self, num_visual: int, segment_frames: int) -> torch.Tensor:
+    def mask(self, num_visual: int, segment: SegmentMask) -> torch.Tensor:
         p = len(self.prefix)
         length = p + num_visual + 1 + len(self.suffix)
         i = torch.arange(length)[:, None]
         j = torch.arange(length)[None, :]
         allowed = j <= i
-        if segment_frames:
-            per_segment = segment_frames * self.tokens_per_frame
+        if segment.groups:
+            per_segment = segment.groups * self.tokens_per_frame
             visual_i = (i >= p) & (i < p + num_visual)
             visual_j = (j >= p) & (j < p + num_visual)
             same = ((i - p) // per_segment) == ((j - p) // per_segment)
             allowed = allowed | (visual_i & visual_j & same)
+            if segment.local:  # no other segment: the prefix and its own only
+                allowed = allowed & ~(visual_i & visual_j & ~same)
         additive = torch.zeros(length, length)
         additive[~allowed] = torch.finfo(torch.float32).min
         return additive[None, None]
 
     @torch.inference_mode()
-    def __call__(self, visual: torch.Tensor, segment_frames: int) -> ScoringResult:
+    def __call__(self, visual: torch.Tensor, segment: SegmentMask) -> ScoringResult:
         lm = self.model.model.language_model
         prefix = self.prefix if self.prefix.is_floating_point() else lm.embed_tokens(self.prefix)
         x = torch.cat([prefix, visual, self.newline, lm.embed_tokens(self.suffix)])[None]
         out = lm(
             inputs_embeds=x,
             position_ids=torch.arange(x.shape[1])[None],
-            attention_mask=self.mask(visual.shape[0], segment_frames),
+            attention_mask=self.mask(visual.shape[0], segment),
             output_attentions=True,
             output_hidden_states=True,
         )

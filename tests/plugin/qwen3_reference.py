@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sharp_plugin.core import ScoringResult
+from sharp_plugin.core.masks import SegmentMask
 
 
 class Qwen3Reference:
@@ -110,21 +111,25 @@ class _ScoringPass:
         self.groups = torch.cumsum(ends, 0) - ends  # each item row's temporal group
         self.query_from = self.last + 2  # after the closing vision-end
 
-    def mask(self, segment_groups: int) -> torch.Tensor:
+    def mask(self, mask: SegmentMask) -> torch.Tensor:
         length = len(self.ids)
         i = torch.arange(length)[:, None]
         j = torch.arange(length)[None, :]
         allowed = j <= i
-        if segment_groups:
+        if mask.groups:
             segment = torch.full((length,), -1)
-            segment[self.first : self.last + 1] = self.groups // segment_groups
-            allowed = allowed | ((segment[:, None] == segment[None, :]) & (segment[:, None] >= 0))
+            segment[self.first : self.last + 1] = self.groups // mask.groups
+            in_item_i, in_item_j = segment[:, None] >= 0, segment[None, :] >= 0
+            same = segment[:, None] == segment[None, :]
+            allowed = allowed | (same & in_item_i)
+            if mask.local:  # no other segment: the prefix and its own only
+                allowed = allowed & ~(in_item_i & in_item_j & ~same)
         additive = torch.zeros(length, length)
         additive[~allowed] = torch.finfo(torch.float32).min
         return additive[None, None]
 
     @torch.inference_mode()
-    def __call__(self, visual: torch.Tensor, segment_groups: int) -> ScoringResult:
+    def __call__(self, visual: torch.Tensor, mask: SegmentMask) -> ScoringResult:
         entering = {}
 
         def capture(module, args, kwargs):  # layer K's input: deepstack already added
@@ -133,9 +138,7 @@ class _ScoringPass:
         layer = self.reference.model.model.language_model.layers[self.prune_layer]
         handle = layer.register_forward_pre_hook(capture, with_kwargs=True)
         try:
-            out = self.reference.forward(
-                self.ids, self.positions, self.video, visual, mask=self.mask(segment_groups)
-            )
+            out = self.reference.forward(self.ids, self.positions, self.video, visual, mask=self.mask(mask))
         finally:
             handle.remove()
         probs = out.attentions[self.prune_layer][0]  # [H, L, L]

@@ -41,7 +41,20 @@ SETTINGS = {
         "method": "sharp", "retention": 0.5, "prune_layer": 3, "segment_frames": 0,
         "debias": "off", "dedup_threshold": 0.5,
     },
+    # The segment-local mask: the engine's pass computes each row over the prefix and
+    # its own segment only, in row blocks; the reference runs HF's forward over the
+    # whole sequence with the full [L, L] mask.
+    "sharp, segment-local mask, black prior": {
+        "method": "sharp", "retention": 0.25, "prune_layer": 2, "segment_frames": 1,
+        "segment_mask": "local", "debias": "black",
+    },
 }  # fmt: skip
+
+
+def token_grid(grid_thw: list[int]) -> list[int]:
+    """The report's token grid for an HF video grid (2 x 2 patches merged per token)."""
+    t, h, w = grid_thw
+    return [t, h // 2, w // 2]
 
 
 GENERIC_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -71,7 +84,7 @@ def test_kept_indices_match_an_outside_reference(sharp_llm_fp32, reference, name
     (inside,) = report(sharp_llm_fp32, rid)
 
     outside, grid = _kept_outside(reference, prompt, frames, metadata, settings)
-    assert grid == inside["grid_thw"]
+    assert token_grid(grid) == inside["token_grid"]
     assert inside["kept_indices"] == outside
     assert (inside["prior"] is not None) == (SharpSettings(**settings).effective().debias == "black")
 
@@ -207,7 +220,8 @@ def test_pruned_prefill_equals_a_reference_forward_over_the_kept_tokens(
 
     prefix, _, grid, t_scale, visual, _ = reference.prepare(prompt, frames, metadata["fps"])
     kept = torch.tensor(inside["kept_indices"])
-    assert grid == inside["grid_thw"] and video_pads(output, llm.get_tokenizer()) == kept.numel() == 128
+    assert token_grid(grid) == inside["token_grid"]
+    assert video_pads(output, llm.get_tokenizer()) == kept.numel() == 128
     expected = reference.prompt_logprobs(ids, len(prefix), visual, kept, grid, t_scale)
     torch.testing.assert_close(vllm_logprobs, expected, atol=tolerance, rtol=0)
 

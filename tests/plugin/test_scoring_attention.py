@@ -1,6 +1,6 @@
 """The scoring pass's blocked attention against PyTorch's reference attention with the
-same mask, over causal and segment-aware layouts, grouped heads, several row blocks and
-both dtypes the engine runs in."""
+same mask, over causal, block-causal and segment-local layouts, grouped heads, several
+row blocks and both dtypes the engine runs in."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sharp_plugin.core.masks import attention_mask, visibility_end
+from sharp_plugin.core.masks import SegmentMask, attention_mask, visibility, visibility_end
 from sharp_plugin.vllm import scoring_pass
 
 
@@ -19,17 +19,18 @@ from sharp_plugin.vllm import scoring_pass
     tokens_per_group=st.integers(1, 9),
     query=st.integers(1, 7),
     segment_groups=st.integers(0, 3),
+    local=st.booleans(),
     kv_heads=st.sampled_from([1, 2]),
     group=st.sampled_from([1, 3]),
     dtype=st.sampled_from([torch.float32, torch.bfloat16]),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_blocked_attention_matches_reference_attention(
-    prefix, groups, tokens_per_group, query, segment_groups, kv_heads, group, dtype, seed
+    prefix, groups, tokens_per_group, query, segment_groups, local, kv_heads, group, dtype, seed
 ):
     num_visual = groups * tokens_per_group
-    end = visibility_end(prefix, num_visual, query, tokens_per_group, segment_groups)
-    seq_len, head_dim = end.numel(), 8
+    seen = visibility(prefix, num_visual, query, tokens_per_group, SegmentMask(segment_groups, local))
+    seq_len, head_dim = len(seen), 8
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(kv_heads * group, seq_len, head_dim, generator=gen).to(dtype)
     k = torch.randn(kv_heads, seq_len, head_dim, generator=gen).to(dtype)
@@ -39,13 +40,13 @@ def test_blocked_attention_matches_reference_attention(
         # Tiny blocks: every layout is cut into several row blocks with partial masks.
         patch.setattr(scoring_pass, "_MIN_ROWS", 3)
         patch.setattr(scoring_pass, "_SCRATCH_BYTES", 1)
-        got = scoring_pass._attention(q, k, v, head_dim**-0.5, end)
+        got = scoring_pass._attention(q, k, v, head_dim**-0.5, seen)
 
     expected = F.scaled_dot_product_attention(
         q.float(),
         k.float().repeat_interleave(group, 0),
         v.float().repeat_interleave(group, 0),
-        attn_mask=attention_mask(end),
+        attn_mask=seen.mask(),
         scale=head_dim**-0.5,
     )
     assert got.dtype == dtype
@@ -67,4 +68,28 @@ def test_a_row_never_attends_past_its_visible_end(monkeypatch, segment_groups):
     v2[:, int(end[row]) + 1 :] = -100.0
     after = scoring_pass._attention(q, k2, v2, 0.3, end)
     torch.testing.assert_close(after[:, row], before[:, row])
+    assert not torch.allclose(after[:, -1], before[:, -1])
+
+
+def test_the_block_causal_visibility_is_the_end_only_mask():
+    seen = visibility(3, 24, 5, 4, SegmentMask(2))
+    assert torch.equal(seen.mask(), attention_mask(visibility_end(3, 24, 5, 4, 2)))
+
+
+def test_a_segment_local_row_never_sees_another_segment(monkeypatch):
+    """Keys and values of other segments do not change a local row's output; the query
+    rows still see every segment."""
+    monkeypatch.setattr(scoring_pass, "_MIN_ROWS", 4)
+    monkeypatch.setattr(scoring_pass, "_SCRATCH_BYTES", 1)
+    prefix, per_group, groups_per_segment = 3, 4, 2
+    seen = visibility(prefix, 24, 5, per_group, SegmentMask(groups_per_segment, local=True))
+    q, k, v = (torch.randn(2, len(seen), 8) for _ in range(3))
+    before = scoring_pass._attention(q, k, v, 0.3, seen)
+    segment = prefix + 8 * torch.arange(3)[:, None] + torch.arange(8)  # [3 segments, 8 rows]
+    k2, v2 = k.clone(), v.clone()
+    k2[:, segment[[0, 2]].flatten()] = 100.0  # every segment but the middle one
+    v2[:, segment[[0, 2]].flatten()] = -100.0
+    after = scoring_pass._attention(q, k2, v2, 0.3, seen)
+    torch.testing.assert_close(after[:, segment[1]], before[:, segment[1]])
+    torch.testing.assert_close(after[:, :prefix], before[:, :prefix])
     assert not torch.allclose(after[:, -1], before[:, -1])

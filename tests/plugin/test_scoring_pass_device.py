@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sharp_plugin.core.masks import SegmentMask
 from sharp_plugin.vllm import scoring_pass
 from sharp_plugin.vllm.scoring_pass import DecoderScoringPass, ItemLayout
 
@@ -104,10 +105,10 @@ def test_the_scoring_pass_never_waits_on_the_device(monkeypatch):
         decoder = _Decoder(num_layers=3)
     visual = torch.empty(48, HIDDEN, device="meta")
     recorder = _BlockingHostToDevice()
-    for segment_groups in (0, 2):
+    for mask in (SegmentMask(0), SegmentMask(2), SegmentMask(2, local=True)):
         with recorder:
             scoring = DecoderScoringPass(decoder, 2, _layout(3, 48, 7, tokens_per_group=8))
-            result = scoring(visual, segment_groups)
+            result = scoring(visual, mask)
         assert result.scores.shape == (48,) and result.scores.device.type == "meta"
         assert result.hidden.shape == (48, HIDDEN)
     assert recorder.copies == []

@@ -194,3 +194,46 @@ def test_the_inspect_page_can_be_turned_off(tmp_path):
     )
     with TestClient(create_app(settings, engine_factory=FakeEngine)) as client:
         assert client.get("/inspect").status_code == 404
+
+
+def test_a_retention_under_the_floor_is_refused_before_any_media_work(tmp_path):
+    settings = ServerSettings(engine={"model": "fake"}, files={"directory": str(tmp_path)}, min_retention=0.2)
+    # A file id that does not exist: a 404 would mean the media was looked at first.
+    video = {"type": "file", "file": {"file_id": "file-missing"}}
+    body = {
+        "model": "fake",
+        "messages": [{"role": "user", "content": [video, {"type": "text", "text": "?"}]}],
+    }
+    with TestClient(create_app(settings, engine_factory=FakeEngine)) as client:
+        low = client.post("/v1/chat/completions", json={**body, "sharp": {"retention": 0.1}})
+        assert low.status_code == 400 and low.json()["error"]["param"] == "sharp.retention"
+        assert "at least 0.2" in low.json()["error"]["message"]
+        # Unpruned requests are not held to the floor.
+        unpruned = client.post("/v1/chat/completions", json={**body, "sharp": {"method": "none"}})
+        assert unpruned.status_code == 404
+
+
+def test_the_unpruned_token_cap_is_checked_before_decoding(tmp_path, monkeypatch):
+    from server import video
+    from tests.media import noise_video, write_mp4
+
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = write_mp4(media / "clip.mp4", noise_video(3, frames=16, size=224)[0], fps=8)  # 2 s
+    decoded = []
+    monkeypatch.setattr(video, "_read", lambda *args: decoded.append(args) or None)
+    settings = ServerSettings(
+        engine={"model": "fake"},
+        files={"directory": str(tmp_path / "files")},
+        security={"allowed_local_root": str(media)},
+        # 2 fps -> 4 frames of 224^2 -> 2 groups of 8 x 8 = 128 tokens, over 100.
+        media={"max_video_tokens": 100, "max_frame_pixels": 224 * 224},
+    )
+    part = {"type": "video_url", "video_url": {"url": f"file://{clip}"}}
+    body = {"model": "fake", "messages": [{"role": "user", "content": [part, {"type": "text", "text": "?"}]}]}
+    with TestClient(create_app(settings, engine_factory=FakeEngine)) as client:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "too_many_video_tokens" and "128 unpruned visual tokens" in error["message"]
+    assert decoded == []

@@ -1,0 +1,116 @@
+"""Videos longer than the context window (issue #14): only the kept tokens enter the
+prompt, so a video whose unpruned tokens are many times max_model_len is served when its
+pruned prompt fits, and a prompt that does not fit is refused naming a retention that
+would. The tiny model with a 1,024-token context and an 8,192-token video."""
+
+import re
+
+import pytest
+
+from sharp_plugin.core import kept_count
+
+from ..media import chat_prompt, noise_video
+from .conftest import _shutdown, make_llm
+from .engine_helpers import generate, new_report_id, report, request
+
+pytestmark = pytest.mark.engine
+
+CONTEXT = 1024
+VIDEO_TOKENS = 8192  # 256 frames of 224^2 (the tiny build's pixel budget): 128 groups of 8 x 8 tokens
+
+
+# The vision tower in chunks of 16 temporal groups (8 chunks for this video), in fp32 so
+# that its output can be held to the unchunked fp32 engine's.
+CHUNK_PATCHES = 16 * 16 * 16
+
+
+@pytest.fixture(scope="module")
+def short_context_llm(tiny_model_dir):
+    llm = make_llm(
+        tiny_model_dir,
+        sharp=True,
+        dtype="float32",
+        max_model_len=CONTEXT,
+        sharp_config={"sharp_tower_chunk_patches": CHUNK_PATCHES},
+    )
+    yield llm
+    _shutdown(llm)
+
+
+@pytest.fixture(scope="module")
+def long_video():
+    return {"video": noise_video(70, frames=256, size=224)}
+
+
+PROMPT = chat_prompt("<video>", "What colour is it?")
+
+
+@pytest.mark.parametrize("method", ["sharp", "uniform"])
+def test_a_video_eight_times_the_context_is_served_when_its_kept_tokens_fit(
+    short_context_llm, long_video, method
+):
+    settings = {"method": method, "retention": 0.1, "segment_mask": "local"}
+    report_id = new_report_id()
+    (output,) = generate(short_context_llm, request(PROMPT, long_video, settings, report_id))
+    (entry,) = report(short_context_llm, report_id)
+    assert entry["video_tokens"] == VIDEO_TOKENS >= 8 * CONTEXT
+    assert entry["video_tokens_kept"] == kept_count(0.1, VIDEO_TOKENS) == len(entry["kept_indices"])
+    assert len(output.prompt_token_ids) <= CONTEXT and output.outputs[0].token_ids
+
+
+def test_a_prompt_over_the_context_is_refused_naming_a_retention_that_fits(short_context_llm, long_video):
+    with pytest.raises(ValueError, match=r"sharp\.retention: .* over max_model_len 1024") as refused:
+        generate(short_context_llm, request(PROMPT, long_video, {"method": "uniform", "retention": 0.5}))
+    named = float(re.search(r"retention ([0-9.]+) or lower fits", str(refused.value)).group(1))
+    assert 0.1 < named < 0.125  # about (1024 - the text) / 8192
+    # The named retention is served, and the next step up (one more token) is not.
+    (output,) = generate(
+        short_context_llm, request(PROMPT, long_video, {"method": "uniform", "retention": named})
+    )
+    assert len(output.prompt_token_ids) <= CONTEXT - 1
+    with pytest.raises(ValueError, match=r"sharp\.retention: "):
+        generate(
+            short_context_llm, request(PROMPT, long_video, {"method": "uniform", "retention": named + 2e-4})
+        )
+    # The engine keeps serving after the refusals.
+    (again,) = generate(
+        short_context_llm, request(PROMPT, long_video, {"method": "uniform", "retention": 0.1})
+    )
+    assert again.outputs[0].token_ids
+
+
+def test_the_vision_tower_in_chunks_of_frame_groups_changes_nothing(
+    short_context_llm, sharp_llm_fp32, long_video
+):
+    """The chunked engine against the fp32 engine that runs the video's 32,768 patches
+    through the tower in one call: the same selection and the same answer."""
+    settings = {"method": "sharp", "retention": 0.1, "segment_mask": "local"}
+    outputs, kept = [], []
+    short_context_llm.collective_rpc(_record_tower_groups)
+    for llm in (short_context_llm, sharp_llm_fp32):
+        report_id = new_report_id()
+        (output,) = generate(llm, request(PROMPT, long_video, settings, report_id), max_tokens=8)
+        outputs.append(output)
+        kept.append(report(llm, report_id)[0]["kept_indices"])
+    (runs,) = short_context_llm.collective_rpc(_tower_groups)
+    assert runs == [16] * 8, f"temporal groups per vision-tower run: {runs}"
+    assert kept[0] == kept[1]
+    assert outputs[0].prompt_token_ids == outputs[1].prompt_token_ids
+    assert outputs[0].outputs[0].token_ids == outputs[1].outputs[0].token_ids
+
+
+def _record_tower_groups(worker) -> None:
+    """Spy (calls through): the temporal groups of each vision-tower run of a video."""
+    model = worker.model_runner.model
+    original = type(model)._process_video_input
+    model._test_tower_groups = []
+
+    def counted(video_input):
+        model._test_tower_groups += [int(t) for t in video_input["video_grid_thw"][:, 0]]
+        return original(model, video_input)
+
+    model._process_video_input = counted
+
+
+def _tower_groups(worker) -> list[int]:
+    return worker.model_runner.model._test_tower_groups

@@ -109,15 +109,17 @@ def _install_worker_timers(worker) -> None:
         model._black_prior = timed("prior", model._black_prior)
 
 
-def _sdpa_attention_before(q, k, v, scale, end):
+def _sdpa_attention_before(q, k, v, scale, seen, out=None):
     """The scoring pass's attention before this change (commit f6c75e3): SDPA with an
-    explicit mask, rows in blocks under a 256 MiB budget (about 2,000 rows here)."""
+    explicit mask, rows in blocks under a 256 MiB budget (about 2,000 rows here). Its
+    arguments are today's (`seen`, `out`: scoring_pass._attention's); it reads only the
+    rows' last visible columns, which is all a causal or block-causal mask needs."""
     import torch
     import torch.nn.functional as F
 
     from sharp_plugin.core.masks import attention_mask
 
-    end = end.cpu()
+    end = _ends(seen)
     seq_len = q.shape[1]
     step = max(1, (256 << 20) // (2 * 4 * q.shape[0] * seq_len))
     blocks = []
@@ -130,7 +132,19 @@ def _sdpa_attention_before(q, k, v, scale, end):
                 q[:, start:stop], k[:, :reach], v[:, :reach], attn_mask=mask, scale=scale, enable_gqa=True
             )
         )
-    return torch.cat(blocks, dim=1)
+    return _written(torch.cat(blocks, dim=1), out)
+
+
+def _ends(seen):
+    """The rows' last visible columns, from a Visibility (or such a tensor), on the host."""
+    return (seen.end if hasattr(seen, "end") else seen).cpu()
+
+
+def _written(result, out):
+    """`result` ([H, L, d]) also written into `out` ([L, H, d]) when the caller gave one."""
+    if out is not None:
+        out.copy_(result.transpose(0, 1))
+    return result
 
 
 def _attention_after(worker) -> None:
@@ -139,9 +153,10 @@ def _attention_after(worker) -> None:
     scoring_pass._attention = scoring_pass._saved_attention
 
 
-def _float32_attention_before(q, k, v, scale, end):
+def _float32_attention_before(q, k, v, scale, seen, out=None):
     """The scoring pass's attention before this change (commit 5893a04): the same row
-    blocks, but in float32 and with a [rows, reach] mask per block."""
+    blocks, but in float32 and with a [rows, reach] mask per block (today's arguments,
+    as in _sdpa_attention_before)."""
     import torch
 
     from sharp_plugin.core.masks import attention_mask
@@ -152,8 +167,8 @@ def _float32_attention_before(q, k, v, scale, end):
     group = num_heads // num_kv_heads
     keys, values = k.float(), v.float()
     q_grouped = q.view(num_kv_heads, group, seq_len, head_dim)
-    out = q.new_empty(num_kv_heads, group, seq_len, head_dim)
-    end = end.cpu()
+    result = q.new_empty(num_kv_heads, group, seq_len, head_dim)
+    end = _ends(seen)
     step = _rows_per_block(num_heads, seq_len)
     for start in range(0, seq_len, step):
         stop = min(start + step, seq_len)
@@ -164,8 +179,10 @@ def _float32_attention_before(q, k, v, scale, end):
         hidden = ~attention_mask(end[start:stop], reach, q.device)
         logits = logits.view(num_kv_heads, group, rows, reach).masked_fill_(hidden, float("-inf"))
         probs = logits.softmax(dim=-1).view(num_kv_heads, group * rows, reach)
-        out[:, :, start:stop] = torch.bmm(probs, values[:, :reach]).view(num_kv_heads, group, rows, head_dim)
-    return out.view(num_heads, seq_len, head_dim)
+        result[:, :, start:stop] = torch.bmm(probs, values[:, :reach]).view(
+            num_kv_heads, group, rows, head_dim
+        )
+    return _written(result.view(num_heads, seq_len, head_dim), out)
 
 
 def _swap_attention(replacement):

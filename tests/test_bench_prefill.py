@@ -37,6 +37,12 @@ def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
     # Scoring methods ran a scoring pass. The generic black prior came from its cache (the
     # warm-up computed it); the question prior was computed for this request's new question.
     assert rows["sharp K=2"]["scoring_ms"] > 0 and rows["sharp K=2"]["prior"] == ["cached"]
+    # The earlier attention code really ran (a swapped-in function that raised would fall
+    # back to uniform, with no scoring time, and the arm would measure nothing).
+    before = [arm for arm in rows if arm.endswith("(before)")]
+    assert before and all(rows[arm]["scoring_ms"] > 0 for arm in before), {
+        a: rows[a]["scoring_ms"] for a in before
+    }
     assert rows["sharp K=2, question prior"]["prior"] == ["computed"]
     assert rows["sharp K=2, debias off"]["prior"] == ["None"] and rows["uniform"]["scoring_ms"] == 0
     # A follow-up question on a known video: no vision-tower run, a fresh selection.

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from ..deps import Authorized, MetricsDep, SettingsDep, StoreDep
-from ..errors import NotFound, error_responses
+from ..errors import InvalidRequest, NotFound, error_responses
 from ..media import resolve
 from ..schemas import ChatCompletionRequest, ContentPart, MediaIOKwargs
 
@@ -65,12 +65,12 @@ async def sampled_frames(
     """The frames a chat request with this video part and these media_io_kwargs would
     decode, with their times in the source: what the kept token indices refer to."""
     _check_enabled(settings)
+    if body.video.type not in ("video_url", "file"):
+        raise InvalidRequest("`video` must be a `video_url` or `file` part", param="video")
     chat = ChatCompletionRequest(
         model="", messages=[{"role": "user", "content": [body.video]}], media_io_kwargs=body.media_io_kwargs
     )
     media = await resolve.resolve(chat, settings, store, request.app.state.decode_pool, metrics)
-    if not media.videos:
-        raise NotFound("The part is not a video", param="video")
     decoded = media.videos[0]
     images = await asyncio.to_thread(_jpeg_data_urls, decoded.frames)
     return {

@@ -47,20 +47,25 @@ def make_llm(
     )
 
 
+# Engines are package-scoped: shared by every test under tests/plugin, and shut down
+# when that package is done, so that the server and bench tests after it (each with
+# engines of their own) do not run beside them on a 24 GiB machine.
+
+
 def _shutdown(llm) -> None:
     llm.llm_engine.engine_core.shutdown()
     del llm
     gc.collect()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sharp_llm(tiny_model_dir):
     llm = make_llm(tiny_model_dir, sharp=True)
     yield llm
     _shutdown(llm)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stock_llm(tiny_model_dir):
     llm = make_llm(tiny_model_dir, sharp=False)
     yield llm
@@ -72,7 +77,7 @@ def stock_llm(tiny_model_dir):
 FP32_DEFAULTS = {"method": "uniform", "retention": 0.5}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sharp_llm_fp32(tiny_model_dir):
     llm = make_llm(tiny_model_dir, sharp=True, dtype="float32", sharp_defaults=FP32_DEFAULTS)
     yield llm
@@ -84,7 +89,7 @@ def sharp_llm_fp32(tiny_model_dir):
 CHUNK_TOKENS = 96
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sharp_llm_chunked(tiny_model_dir):
     llm = make_llm(
         tiny_model_dir, sharp=True, enable_chunked_prefill=True, max_num_batched_tokens=CHUNK_TOKENS
@@ -98,21 +103,21 @@ def sharp_llm_chunked(tiny_model_dir):
 SHARP_LLAVA_ARCH = "SharpLlavaOnevisionForConditionalGeneration"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sharp_llava_llm(tiny_llava_dir):
     llm = make_llm(tiny_llava_dir, sharp=True, dtype="float32", architecture=SHARP_LLAVA_ARCH)
     yield llm
     _shutdown(llm)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stock_llava_llm(tiny_llava_dir):
     llm = make_llm(tiny_llava_dir, sharp=False, dtype="float32")
     yield llm
     _shutdown(llm)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sharp_llava_llm_bf16(tiny_llava_dir):
     llm = make_llm(tiny_llava_dir, sharp=True, architecture=SHARP_LLAVA_ARCH)
     yield llm

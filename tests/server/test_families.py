@@ -60,7 +60,7 @@ def test_each_family_server_answers_the_openai_client_with_its_report(request, f
     clip = write_mp4(tmp_path / "clip.mp4", pixels, fps=8)
     url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
     client = served.client()
-    (model,) = [entry.id for entry in client.models.list().data]
+    model = client.models.list().data[0].id  # the served model; its presets follow it
     messages = [
         {
             "role": "user",

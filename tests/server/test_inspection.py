@@ -3,6 +3,8 @@ through the official openai client."""
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from server.presets import load_presets
 from server.settings import REPO_ROOT
 from sharp_plugin.core import kept_count
 
+from ..media import noise_video, write_mp4
 from .test_server_e2e import MODEL, VIDEO_TOKENS, chat, url_part, video_message
 
 pytestmark = pytest.mark.engine
@@ -20,6 +23,16 @@ PRESETS = load_presets(REPO_ROOT / "configs" / "pruning-presets.yaml")
 # 8 x 8 patches, 4 x 4 tokens after the 2 x 2 merge.
 TIMESTAMPS = [(4 * i + 2) / 8 for i in range(8)]
 TOKEN_GRID = [4, 4, 4]
+
+
+@pytest.fixture(scope="module")
+def data_url(tmp_path_factory):
+    """The conftest clip's geometry (32 frames of 224^2 at 8 fps) with other pixels: the
+    server's caches are shared by the session, and the other modules' checks of scoring
+    time must not meet a selection this module already made."""
+    pixels, _ = noise_video(17, frames=32, size=224)
+    clip = write_mp4(tmp_path_factory.mktemp("inspection") / "clip.mp4", pixels, fps=8)
+    return "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
 
 
 def selection_of(response) -> dict:

@@ -186,6 +186,12 @@ def test_the_inspect_page_is_static_and_its_data_needs_the_key(make_client):
             headers={"Authorization": "Bearer s3cret"},
         )
         assert authorized.status_code == 404
+        text = client.post(
+            "/v1/inspect/frames",
+            json={"video": {"type": "text", "text": "no video"}},
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        assert text.status_code == 400 and text.json()["error"]["param"] == "video"
 
 
 def test_the_inspect_page_can_be_turned_off(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from sharp_plugin.core import kept_count
 
-from .conftest import REPO
+from ..conftest import REPO
 
 pytestmark = pytest.mark.engine
 

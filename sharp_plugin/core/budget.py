@@ -38,5 +38,8 @@ def fitting_retention(other_tokens: int, video_tokens: list[int], budget: int) -
         middle = (low + high) / 2
         low, high = (middle, high) if fits(middle) else (low, middle)
     rounded = math.floor(low * 10_000) / 10_000
+    # The bisection's bound can sit a rounding error below a 4-decimal value that fits.
+    while rounded < 1 and fits(round(rounded + 1e-4, 4)):
+        rounded = round(rounded + 1e-4, 4)
     # Below 1e-4 the rounding reaches 0, which is not a retention: give the exact bound.
     return rounded if rounded > 0 and fits(rounded) else low

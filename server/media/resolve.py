@@ -87,8 +87,7 @@ async def resolve(
                         fps,
                     )
                     if token_budget is not None:
-                        frames = decoded.frames
-                        token_budget -= video.estimated_tokens(len(frames), frames.shape[2], frames.shape[1])
+                        token_budget -= decoded.estimated_tokens
                     metrics.decode_seconds.observe(time.perf_counter() - started)
                     resolved.videos.append(decoded)
                     content.append({"type": "video"})

@@ -112,8 +112,9 @@ async def create_chat_completion(
     if not engine_request["multi_modal_data"]:
         del engine_request["multi_modal_data"]
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    run = _Run(engine, engine_request, sampling, request_id, report_id, media, received, metrics)
-    run.return_selection = return_selection
+    run = _Run(
+        engine, engine_request, sampling, request_id, report_id, media, received, metrics, return_selection
+    )
     timeout = settings.request_timeout_s
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -138,7 +139,18 @@ async def create_chat_completion(
 class _Run:
     """One engine request: its outputs per choice, usage and report."""
 
-    def __init__(self, engine, engine_request, sampling, request_id, report_id, media, received, metrics):
+    def __init__(
+        self,
+        engine,
+        engine_request,
+        sampling,
+        request_id,
+        report_id,
+        media,
+        received,
+        metrics,
+        return_selection: bool,
+    ):
         self.engine, self.engine_request, self.sampling = engine, engine_request, sampling
         self.request_id, self.report_id, self.media = request_id, report_id, media
         self.received, self.metrics = received, metrics
@@ -146,7 +158,7 @@ class _Run:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.finished = False
-        self.return_selection = False
+        self.return_selection = return_selection  # the report lists the kept indices
         self._first_token_seen = False
 
     async def deltas(self) -> AsyncIterator[tuple[int, str, str | None, int]]:

@@ -97,10 +97,9 @@ def attention_mask(
     """Boolean mask for scaled_dot_product_attention: True where a row may attend.
 
     `end` holds the rows' last visible columns (a slice of `visibility_end` for a block
-    of rows); `num_cols` defaults to one column per row of the whole sequence.
-    # [rows, num_cols] bool: one matrix shared by all heads (never one per head).
+    of rows: causal style, no column skipped); `num_cols` defaults to one column per row
+    of the whole sequence. # [rows, num_cols] bool: one matrix shared by all heads.
     """
     num_cols = end.numel() if num_cols is None else num_cols
-    end = end.to(device)
-    cols = torch.arange(num_cols, device=device)
-    return cols[None, :] <= end[:, None]
+    seen = Visibility(torch.zeros_like(end), end, prefix_len=0)
+    return seen.mask(torch.arange(num_cols, device=device), device)

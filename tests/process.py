@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -34,8 +35,14 @@ def http_server(
     process dies or never gets healthy. Always terminates the process."""
     started = time.monotonic()
     with open(log_path, "w") as log:
+        # Its own process group, so that a kill reaches the engine processes it spawned.
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
     try:
         while True:
@@ -54,7 +61,11 @@ def http_server(
     finally:
         process.terminate()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            # `vllm serve` sometimes sat out the whole grace period (30 s in CI): nothing
+            # of a test's server needs a graceful end.
             process.kill()
             process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever it left behind

@@ -139,7 +139,7 @@ def measure(hidden: int, tokens: int, bounded: bool, method: str) -> dict:
         # The pass as it was before: the MLP over the whole sequence; attention rows in
         # blocks of 1024 with the segment mask, in one unblocked is_causal call without
         # (it also copied K and V per head, which this does not reproduce).
-        scoring_pass._MLP_ROW_BLOCK = 1 << 30
+        scoring_pass._ROW_BLOCK = 1 << 30
         masked = METHODS[method].get("segment_frames", 0) > 0
         rows = 1024 if masked else 1 << 30
         scoring_pass._SCRATCH_BYTES = scoring_pass._TEMPORARIES * 4 * heads * (tokens + QUERY_TOKENS) * rows

@@ -29,7 +29,7 @@ from sharp_plugin.core.scores import mean_visual_scores, query_attention_sums
 # Memory: the pass runs outside vLLM's forward, so its scratch must stay bounded
 # whatever N is (and the profile run reserves it: see SharpModelMixin._profile_selection).
 # Everything that would be [rows, wide] or [H, rows, L] is computed in row blocks.
-_MLP_ROW_BLOCK = 1024  # rows per MLP call: [1024, 2 * intermediate] scratch at most
+_ROW_BLOCK = 1024  # rows per norm, projection and MLP call: [1024, 2 * intermediate] scratch at most
 # Per block of attention rows: two [H, rows, L] temporaries, float32 at most (logits, then
 # probabilities). Small blocks are also fast: at L = 4k and 4 heads, blocks of about 128
 # rows ran 3.8x faster than blocks of 2,000 on CPU (the logits stay in cache); a floor
@@ -160,28 +160,46 @@ def score_together(
     positions = torch.cat(position_columns, dim=-1).to(device, non_blocking=True)  # [3, L] or [L] (1-D)
     deepstack = _packed_deepstack(deep_rows, seq_len, x)  # [levels, L, D] or None
 
-    residual = None
+    # Layer by layer; everything but attention runs a block of rows at a time, so what
+    # persists across a layer is [L, D]-wide at most three times: the residual stream,
+    # the layer's output `x`, and Q (whose buffer then takes attention's output), plus
+    # K and V ([L, kv] each). The whole-sequence tensors of the plain forward (normed
+    # hidden states, QKV, attention and projection outputs, the MLP's result before its
+    # concatenation) would be seven or more. Blocking changes no value: every op but
+    # attention is row-wise.
+    residual, x = x, None  # the embeddings are the residual stream entering layer 0
     for index in range(prune_layer + 1):
         layer = decoder.layers[index]
-        if residual is None:
-            residual = x
-            h = layer.input_layernorm(x)
-        else:
-            h, residual = layer.input_layernorm(x, residual)
         attn = layer.self_attn
-        q, k, v = _project_qkv(attn, h, positions)  # [H, L, d], [H_kv, L, d] x2
+        q = residual.new_empty(seq_len, attn.num_heads, attn.head_dim)
+        k = residual.new_empty(seq_len, attn.num_kv_heads, attn.head_dim)
+        v = torch.empty_like(k)
+        for rows in _row_blocks(seq_len):
+            if x is None:
+                h = layer.input_layernorm(residual[rows])
+            else:
+                h, added = layer.input_layernorm(x[rows], residual[rows])
+                _write_rows(residual, rows, added)
+            q[rows], k[rows], v[rows] = _project_qkv(attn, h, positions[..., rows])
         if index == prune_layer:
-            return _scores_at_layer_k(attn, q, k, residual, spans, tp_size)
-        # Each video's attention writes its rows of one buffer, in o_proj's input layout.
-        attended = q.new_empty(seq_len, attn.num_heads, attn.head_dim)  # [L, H, d]
+            return _scores_at_layer_k(attn, q.transpose(0, 1), k.transpose(0, 1), residual, spans, tp_size)
+        # Each video's attention over its own rows, written over Q's rows (each block of
+        # rows is read before it is written, and no other block reads it), in o_proj's
+        # input layout.
         for span in spans:
-            rows = span.rows
-            _attention(q[:, rows], k[:, rows], v[:, rows], attn.scaling, span.visibility, out=attended[rows])
-        out, _ = attn.o_proj(attended.view(seq_len, -1))
-        h, residual = layer.post_attention_layernorm(out, residual)
-        x = torch.cat([layer.mlp(h[i : i + _MLP_ROW_BLOCK]) for i in range(0, seq_len, _MLP_ROW_BLOCK)])
-        if deepstack is not None and index < deepstack.shape[0]:
-            x += deepstack[index]  # as the model's forward adds it after this layer (Qwen3-VL)
+            span_q, span_k, span_v = (t[span.rows].transpose(0, 1) for t in (q, k, v))
+            _attention(span_q, span_k, span_v, attn.scaling, span.visibility, out=q[span.rows])
+        attended = q.view(seq_len, -1)
+        if x is None:
+            x = torch.empty_like(residual)
+        for rows in _row_blocks(seq_len):
+            out, _ = attn.o_proj(attended[rows])
+            h, added = layer.post_attention_layernorm(out, residual[rows])
+            _write_rows(residual, rows, added)
+            x[rows] = layer.mlp(h)
+            if deepstack is not None and index < deepstack.shape[0]:
+                # As the model's forward adds it after this layer (Qwen3-VL).
+                x[rows] += deepstack[index, rows]
     raise AssertionError("unreachable: the loop returns at prune_layer")
 
 
@@ -287,18 +305,30 @@ def _packed_deepstack(deep_rows, seq_len: int, like: torch.Tensor) -> torch.Tens
 
 
 def _project_qkv(attn: nn.Module, h: torch.Tensor, positions: torch.Tensor):
+    """Q, K and V of a block of rows, rotary embedding applied. # [rows, H, d], [rows, H_kv, d] x2"""
     qkv, _ = attn.qkv_proj(h)
     q, k, v = qkv.split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
-    seq_len = h.shape[0]
+    rows = h.shape[0]
     if getattr(attn, "q_norm", None) is not None:  # Qwen3 / qk-norm variants: per head
-        q = attn.q_norm(q.view(seq_len, attn.num_heads, attn.head_dim)).view(seq_len, -1)
-        k = attn.k_norm(k.view(seq_len, attn.num_kv_heads, attn.head_dim)).view(seq_len, -1)
-    q, k = attn.rotary_emb(positions, q, k)
+        q = attn.q_norm(q.reshape(rows, attn.num_heads, attn.head_dim)).view(rows, -1)
+        k = attn.k_norm(k.reshape(rows, attn.num_kv_heads, attn.head_dim)).view(rows, -1)
+    q, k = attn.rotary_emb(positions.contiguous(), q, k)
     return (
-        q.view(seq_len, attn.num_heads, attn.head_dim).transpose(0, 1),
-        k.view(seq_len, attn.num_kv_heads, attn.head_dim).transpose(0, 1),
-        v.view(seq_len, attn.num_kv_heads, attn.head_dim).transpose(0, 1),
+        q.reshape(rows, attn.num_heads, attn.head_dim),
+        k.reshape(rows, attn.num_kv_heads, attn.head_dim),
+        v.reshape(rows, attn.num_kv_heads, attn.head_dim),
     )
+
+
+def _row_blocks(num_rows: int):
+    return (slice(start, start + _ROW_BLOCK) for start in range(0, num_rows, _ROW_BLOCK))
+
+
+def _write_rows(target: torch.Tensor, rows: slice, value: torch.Tensor) -> None:
+    """target[rows] = value, unless value already is those rows (fused add-norm kernels
+    update the residual in place; the native path returns a new tensor)."""
+    if value.data_ptr() != target[rows].data_ptr():
+        target[rows] = value
 
 
 def _rows_per_block(num_heads: int, num_cols: int) -> int:

@@ -85,18 +85,29 @@ def engine_error(exc: BaseException) -> Exception:
     return APIError(f"Generation failed: {type(exc).__name__}", code="engine_error")
 
 
+def engine_hf_overrides(settings: ServerSettings) -> dict[str, Any]:
+    """The plugin's HF-config keys for this server: the architecture, its caches, the
+    server's pruning defaults, and the longest video it takes (the engine's memory
+    profile reserves that video's scoring pass; see SharpModelMixin)."""
+    engine = settings.engine
+    overrides: dict[str, Any] = {
+        "architectures": [engine.architecture or sharp_architecture(engine.model)],
+        "sharp_vision_cache_mb": engine.vision_cache_mb,
+    }
+    if settings.sharp:
+        overrides["sharp_defaults"] = settings.sharp
+    if settings.media.max_video_tokens:
+        overrides["sharp_max_video_tokens"] = settings.media.max_video_tokens
+    return overrides
+
+
 class VLLMEngine:
     def __init__(self, settings: ServerSettings):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         engine = settings.engine
-        hf_overrides: dict[str, Any] = {
-            "architectures": [engine.architecture or sharp_architecture(engine.model)],
-            "sharp_vision_cache_mb": engine.vision_cache_mb,
-        }
-        if settings.sharp:
-            hf_overrides["sharp_defaults"] = settings.sharp
+        hf_overrides = engine_hf_overrides(settings)
         # EngineSettings fields are AsyncEngineArgs fields of the same name, except the two
         # that are ours; unset (None) ones keep vLLM's defaults.
         own_fields = engine.model_dump(

@@ -157,6 +157,12 @@ class SharpModelMixin:
         self._sharp_tower_chunk_patches = int(
             getattr(self.config, "sharp_tower_chunk_patches", _TOWER_CHUNK_PATCHES)
         )
+        # The longest video (unpruned visual tokens) this engine takes: the memory profile
+        # runs a scoring pass of that size, and the processor refuses longer videos
+        # (`sharp_max_video_tokens` in the HF config; unset: the profile's own dummy
+        # videos, sized by the context, and no limit).
+        self._sharp_max_video_tokens = int(getattr(self.config, "sharp_max_video_tokens", None) or 0)
+        self._sharp_reserved_video_tokens = 0  # what the profile's largest scoring pass held
         self._sharp_media_context: BoundedStore[tuple[torch.Tensor, torch.Tensor, int]] = BoundedStore(
             max_bytes=_MEDIA_CONTEXT_BYTES, size_of=lambda entry: _tensor_bytes(entry[0])
         )
@@ -210,7 +216,12 @@ class SharpModelMixin:
                 )
             )
         self._score_together(plans)
-        return tuple(self._select_video(plan, cached) for plan, cached in zip(plans, from_cache, strict=True))
+        selected = tuple(
+            self._select_video(plan, cached) for plan, cached in zip(plans, from_cache, strict=True)
+        )
+        if plans and plans[0].profiling:
+            self._profile_longest_video(plans[0], media_input, sum(p.visual.shape[0] for p in plans))
+        return selected
 
     def _item_output(
         self, visual, extra, item_positions, kept: torch.Tensor, rows: ItemRows | None = None
@@ -262,23 +273,23 @@ class SharpModelMixin:
         return found, from_cache
 
     def _tower(self, media_input, num_videos: int) -> list[torch.Tensor]:
-        """The vision tower's output per video: all videos in one call when each is at
-        most one chunk, else each long video a chunk of temporal groups at a time (every
+        """The vision tower's output per video: the videos of at most one chunk together in
+        one call, and each longer video a chunk of temporal groups at a time (every
         family's tower attends within a temporal group, so this is the same output)."""
         budget = self._sharp_tower_chunk_patches
         sizes = self._sharp_video_patches(media_input)
         if not budget or sizes is None or max(sizes) <= budget:
             return list(self._process_video_input(media_input))
-        outputs = []
-        for index in range(num_videos):
+        outputs: list[torch.Tensor | None] = [None] * num_videos
+        short = [index for index, size in enumerate(sizes) if size <= budget]
+        if short:
+            together = self._process_video_input(self._sharp_video_subset(media_input, short))
+            for index, emb in zip(short, together, strict=True):
+                outputs[index] = emb
+        for index in (index for index, size in enumerate(sizes) if size > budget):
             video = self._sharp_video_subset(media_input, [index])
-            if sizes[index] <= budget:
-                outputs += list(self._process_video_input(video))
-                continue
-            chunks = [
-                self._process_video_input(chunk)[0] for chunk in self._sharp_video_chunks(video, budget)
-            ]
-            outputs.append(torch.cat(chunks))
+            chunks = self._sharp_video_chunks(video, budget)
+            outputs[index] = torch.cat([self._process_video_input(chunk)[0] for chunk in chunks])
         return outputs
 
     def _sharp_video_patches(self, video_input) -> list[int] | None:
@@ -358,7 +369,12 @@ class SharpModelMixin:
             if plan.layout is not None and plan.failure is None:
                 by_layer.setdefault(plan.scoring_settings.prune_layer, []).append(plan)
         for prune_layer, group in by_layer.items():
-            if len(group) < 2:
+            # The profile reserved one pass over the longest video: a packed pass longer
+            # than that is scored one video at a time instead.
+            too_long = self._sharp_max_video_tokens and (
+                sum(p.visual.shape[0] for p in group) > self._sharp_max_video_tokens
+            )
+            if len(group) < 2 or too_long:
                 continue
             started = time.perf_counter()
             try:
@@ -574,6 +590,45 @@ class SharpModelMixin:
         that the profiler sees the selection's peak scratch memory and reserves it."""
         self._run_selection(plan, plan.scoring_settings)
 
+    def _profile_longest_video(self, plan: _VideoPlan, media_input, profiled_tokens: int) -> None:
+        """During vLLM's memory profile, when `sharp_max_video_tokens` is longer than the
+        profile's dummy videos (they are sized by the context; a long video is not):
+        hold what such a video holds in the worker while it is selected, and run its
+        scoring pass, so that the profiled peak (and with it the KV cache's size) leaves
+        room for it. What it holds: its pixels (the dummy's bytes per token, scaled; they
+        stay alive through the encoder step) and its tower output, the dummy's tiled to
+        the length. Its tower runs in chunks (`_tower`), which the dummy already covers."""
+        tokens = self._sharp_max_video_tokens
+        unpruned = plan.visual.shape[0]
+        self._sharp_reserved_video_tokens = max(unpruned, tokens)
+        if tokens <= unpruned:
+            return
+        groups_in_dummy = int(plan.grid[0])
+        per_group = self._sharp_tokens_per_group(plan.grid)
+        groups = -(-tokens // per_group)
+        grid = [groups, *(int(x) for x in plan.grid[1:])]
+        visual = plan.visual.repeat(-(-groups // groups_in_dummy), 1)[: groups * per_group]
+        pixels_per_token = nested_tensor_bytes(media_input) / max(profiled_tokens, 1)
+        pixel_bytes = int(pixels_per_token * (visual.shape[0] - unpruned))
+        pixels = torch.empty(pixel_bytes, dtype=torch.uint8, device=visual.device)
+        settings = self._profile_settings()
+        layout = self._layout(
+            grid,
+            self._sharp_item_positions(grid, plan.t_scale),
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long),
+            query_from=1,
+            tail=plan.extra,
+        )
+        mask = settings.effective().segment_mask_for(visual.shape[0])
+        self._scoring_pass(settings.prune_layer, layout)(visual, mask)
+        del pixels
+        logger.info(
+            "ShaRP: the memory profile held a %d-token video's pixels and scoring pass "
+            "(sharp_max_video_tokens).",
+            visual.shape[0],
+        )
+
     def _black_prior(
         self,
         grid,
@@ -712,6 +767,18 @@ class _Prescored:
         if visual is self.visual and mask == self.mask:
             return self.result
         return self.single(visual, mask)
+
+
+def nested_tensor_bytes(value) -> int:
+    """Bytes of every tensor in a (nested) batch input: a family's video input, or a
+    processor's output (whose field elements hold their tensor in `.data`)."""
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(nested_tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(nested_tensor_bytes(v) for v in value)
+    return nested_tensor_bytes(value.data) if hasattr(value, "data") else 0
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> int:

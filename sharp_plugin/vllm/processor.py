@@ -441,11 +441,19 @@ class SharpProcessorMixin:
         items = sharp[_ITEMS]
         rows, prefixes, suffixes = [], [], []
         generic_prior = settings.effective().debias == "black" and settings.prior_query == "generic"
+        longest = int(getattr(self.info.get_hf_config(), "sharp_max_video_tokens", None) or 0)
         for index, num_tokens in enumerate(counts):
             if num_tokens > MAX_VIDEO_TOKENS:
                 raise SharpSettingsError(
                     f"sharp: the video has {num_tokens} visual tokens, more than the {MAX_VIDEO_TOKENS} "
                     "this server selects from; send fewer frames or a lower resolution",
+                    field=None,
+                )
+            if longest and num_tokens > longest and not sharp.get(PROFILE_KEY):
+                raise SharpSettingsError(
+                    f"sharp: the video has {num_tokens} unpruned visual tokens, more than the "
+                    f"{longest} this engine reserved memory for (sharp_max_video_tokens); send "
+                    "fewer frames or a lower resolution",
                     field=None,
                 )
             if any(i >= num_tokens for i in settings.oracle_tokens):

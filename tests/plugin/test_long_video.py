@@ -31,7 +31,7 @@ def short_context_llm(tiny_model_dir):
         sharp=True,
         dtype="float32",
         max_model_len=CONTEXT,
-        sharp_config={"sharp_tower_chunk_patches": CHUNK_PATCHES},
+        sharp_config={"sharp_tower_chunk_patches": CHUNK_PATCHES, "sharp_max_video_tokens": VIDEO_TOKENS},
     )
     yield llm
     _shutdown(llm)
@@ -81,10 +81,12 @@ def test_a_prompt_over_the_context_is_refused_naming_a_retention_that_fits(short
 
 def test_the_vision_tower_in_chunks_of_frame_groups_changes_nothing(short_context_llm):
     """The same engine with the tower in chunks and whole (its 32,768 patches in one
-    call): the same selection and the same answer. One engine, so that no session-wide
-    engine is left holding a long video's memory."""
-    # A video this engine has not seen, and no vision cache: each run embeds it afresh.
-    long_video = {"video": noise_video(71, frames=256, size=224)}
+    call): the same selection and the same answer. A short video before the long one
+    runs whole either way. One engine, so that no session-wide engine is left holding a long video's
+    memory."""
+    # Videos this engine has not seen, and no vision cache: each run embeds them afresh.
+    short_then_long = {"video": [noise_video(72, frames=8, size=224), noise_video(71, frames=256, size=224)]}
+    prompt = chat_prompt("<video>", "<video>", "What colour is it?")
     short_context_llm.collective_rpc(_record_tower_groups)
     outputs, kept, runs = [], [], []
     try:
@@ -95,18 +97,59 @@ def test_the_vision_tower_in_chunks_of_frame_groups_changes_nothing(short_contex
             settings = {"method": "sharp", "retention": 0.1, "segment_mask": "local", "seed": seed}
             report_id = new_report_id()
             (output,) = generate(
-                short_context_llm, request(PROMPT, long_video, settings, report_id), max_tokens=8
+                short_context_llm, request(prompt, short_then_long, settings, report_id), max_tokens=8
             )
             outputs.append(output)
-            kept.append(report(short_context_llm, report_id)[0]["kept_indices"])
+            kept.append([entry["kept_indices"] for entry in report(short_context_llm, report_id)])
             (groups,) = short_context_llm.collective_rpc(_tower_groups)
             runs.append(groups)
     finally:
         short_context_llm.collective_rpc(_set_tower_chunks, args=(CHUNK_PATCHES,))
-    assert runs == [[16] * 8, [128]], f"temporal groups per vision-tower run: {runs}"
+    # Temporal groups per video of each tower call (vLLM's pruning path embeds one video
+    # per call): chunked, the short video's 4 groups whole, then the long one's 128 in
+    # 8 calls; whole, each video in one call.
+    assert runs == [[[4]] + [[16]] * 8, [[4], [128]]], f"groups per vision-tower call: {runs}"
     assert kept[0] == kept[1]
     assert outputs[0].prompt_token_ids == outputs[1].prompt_token_ids
     assert outputs[0].outputs[0].token_ids == outputs[1].outputs[0].token_ids
+
+
+def test_the_memory_profile_holds_the_longest_video_and_longer_ones_are_refused(short_context_llm):
+    """`sharp_max_video_tokens`: vLLM's memory profile embeds dummy videos sized by the
+    1,024-token context; the model then also runs a scoring pass over an 8,192-token
+    video, and the processor refuses a video longer than that, naming the limit. (vLLM's
+    CPU runner skips the encoder profile, so this does what its profile_run does.)"""
+    ((passes, dummy_tokens, reserved),) = short_context_llm.collective_rpc(_embed_profiling_dummy)
+    assert dummy_tokens < CONTEXT and reserved == VIDEO_TOKENS
+    longest, local = passes[-1]
+    assert VIDEO_TOKENS <= longest < VIDEO_TOKENS + dummy_tokens, passes  # whole groups of the dummy's
+    assert not local  # `auto`: block-causal below 16,384 tokens, as a real request of that length
+    assert all(tokens <= dummy_tokens for tokens, _ in passes[:-1]), passes
+    longer = {"video": noise_video(73, frames=264, size=224)}  # 132 groups: 8,448 tokens
+    with pytest.raises(ValueError, match=r"8448 unpruned visual tokens, more than the 8192 "):
+        generate(short_context_llm, request(PROMPT, longer, {"method": "uniform", "retention": 0.05}))
+
+
+def _embed_profiling_dummy(worker):
+    """What vLLM's profile_run does with the encoder, recording each scoring pass's
+    (video tokens, segment-local)."""
+    from sharp_plugin.vllm.scoring_pass import DecoderScoringPass
+
+    runner = worker.model_runner
+    passes = []
+    original = DecoderScoringPass.__call__
+
+    def spy(self, visual, mask):
+        passes.append((int(visual.shape[0]), mask.local))
+        return original(self, visual, mask)
+
+    DecoderScoringPass.__call__ = spy
+    try:
+        runner.model.embed_multimodal(**runner._get_mm_dummy_batch("video", 1))
+    finally:
+        DecoderScoringPass.__call__ = original
+    dummy_tokens = runner.mm_budget.mm_max_toks_per_item["video"]
+    return passes, dummy_tokens, runner.model._sharp_reserved_video_tokens
 
 
 def _set_tower_chunks(worker, patches: int) -> None:
@@ -122,14 +165,14 @@ def _record_tower_groups(worker) -> None:
     model._test_tower_groups = []
 
     def counted(video_input):
-        model._test_tower_groups += [int(t) for t in video_input["video_grid_thw"][:, 0]]
+        model._test_tower_groups.append([int(t) for t in video_input["video_grid_thw"][:, 0]])
         return original(model, video_input)
 
     model._process_video_input = counted
 
 
 def _tower_groups(worker) -> list[int]:
-    """The groups recorded since the last call (then forgotten)."""
+    """Each call's groups per video, recorded since the last read (then forgotten)."""
     model = worker.model_runner.model
     groups, model._test_tower_groups = model._test_tower_groups, []
     return groups

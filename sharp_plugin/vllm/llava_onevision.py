@@ -106,6 +106,23 @@ class SharpLlavaOnevisionForConditionalGeneration(SharpModelMixin, LlavaOnevisio
     def _process_video_input(self, video_input):
         return self._process_video_pixels(video_input)
 
+    def _video_pixels_to_features(self, vision_tower, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The stock tower, projector and pooling over the frames, a chunk of frames at a
+        time (`sharp_tower_chunk_patches`), so that a long video's tower activations stay
+        bounded. Each frame is embedded alone (SigLIP per image, pooling per frame), so
+        the output is the same. The generic chunking (`_tower`) does not apply here: the
+        stock video output appends one newline row per call."""
+        frames, _, height, width = pixel_values.shape
+        patch = self.config.vision_config.patch_size
+        per_frame = (height // patch) * (width // patch)
+        budget = self._sharp_tower_chunk_patches
+        step = max(1, budget // per_frame) if budget else frames
+        if frames <= step:
+            return super()._video_pixels_to_features(vision_tower, pixel_values)
+        return torch.cat(
+            [super()._video_pixels_to_features(vision_tower, chunk) for chunk in pixel_values.split(step)]
+        )
+
     def _sharp_embed_black_video(self, grid_thw: Sequence[int], black_row: torch.Tensor) -> torch.Tensor:
         frames = int(grid_thw[0])
         tower = self.vision_tower

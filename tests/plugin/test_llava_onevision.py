@@ -208,3 +208,74 @@ def test_invalid_settings_are_refused_by_field_and_the_engine_keeps_serving(shar
         request(llava_prompt(), {"video": video(61)}, {"method": "uniform", "retention": 0.5}),
     )
     assert video_placeholders(sharp_llava_llm, output) == kept_count(0.5, NUM_TOKENS) + 1
+
+
+def test_the_vision_tower_in_chunks_of_frames_changes_nothing(sharp_llava_llm):
+    """`sharp_tower_chunk_patches` on LLaVA-OneVision: its tower embeds each frame alone,
+    so chunks of 5 frames (16 = 5 + 5 + 5 + 1) give the same selection and answer as the
+    whole video, and one newline row (the kept count is the same)."""
+    media = {"video": video(60)}
+    outputs, kept, calls = [], [], []
+    sharp_llava_llm.collective_rpc(_spy_on_tower_frames, args=(True,))
+    try:
+        # `seed` is part of the item's identity: the second run is not an encoder-cache hit.
+        for seed, frames_per_chunk in ((1, 5), (2, 0)):
+            sharp_llava_llm.collective_rpc(_set_tower_chunk_frames, args=(frames_per_chunk,))
+            settings = {"method": "sharp", "retention": 0.25, "seed": seed}
+            report_id = new_report_id()
+            (output,) = generate(
+                sharp_llava_llm, request(llava_prompt(), media, settings, report_id), max_tokens=8
+            )
+            outputs.append(output)
+            kept.append(report(sharp_llava_llm, report_id)[0]["kept_indices"])
+            (frames,) = sharp_llava_llm.collective_rpc(_spy_on_tower_frames, args=(True,))
+            calls.append(frames)
+    finally:
+        sharp_llava_llm.collective_rpc(_set_tower_chunk_frames, args=(None,))
+        sharp_llava_llm.collective_rpc(_spy_on_tower_frames, args=(False,))
+    # Frames per call of the tower: the video, then (when not cached) the black
+    # prior's one frame.
+    assert calls[0][:4] == [5, 5, 5, 1] and set(calls[0][4:]) <= {1}, calls
+    assert calls[1][:1] == [FRAMES] and set(calls[1][1:]) <= {1}, calls
+    assert kept[0] == kept[1]
+    assert outputs[0].prompt_token_ids == outputs[1].prompt_token_ids
+    assert outputs[0].outputs[0].token_ids == outputs[1].outputs[0].token_ids
+
+
+def _set_tower_chunk_frames(worker, frames: int | None) -> None:
+    """Chunks of `frames` frames (0: whole), with the vision cache off, so that every
+    run embeds the video; None: the engine's defaults and its cache again."""
+    from sharp_plugin.vllm import model as sharp_model
+
+    model = worker.model_runner.model
+    if frames is None:  # the engine as it was, for the tests after this one
+        model._sharp_tower_chunk_patches = sharp_model._TOWER_CHUNK_PATCHES
+        model._sharp_vision_cache = model._test_vision_cache
+        return
+    if not hasattr(model, "_test_vision_cache"):
+        model._test_vision_cache = model._sharp_vision_cache
+    model._sharp_vision_cache = None
+    vision = model.config.vision_config
+    model._sharp_tower_chunk_patches = frames * (vision.image_size // vision.patch_size) ** 2
+
+
+def _spy_on_tower_frames(worker, on: bool) -> list[int]:
+    """A spy (it calls through) on the stock per-frame features: the frames of each call
+    since the last read, returned; `on=False` removes it."""
+    from vllm.model_executor.models.llava_onevision import LlavaOnevisionForConditionalGeneration as Stock
+
+    model = worker.model_runner.model
+    seen = getattr(model, "_test_tower_frames", [])
+    if not on:
+        Stock._video_pixels_to_features = model._test_stock_features
+        return seen
+    if not hasattr(model, "_test_stock_features"):
+        original = model._test_stock_features = Stock._video_pixels_to_features
+
+        def counted(self, tower, pixel_values):
+            model._test_tower_frames.append(int(pixel_values.shape[0]))
+            return original(self, tower, pixel_values)
+
+        Stock._video_pixels_to_features = counted
+    model._test_tower_frames = []
+    return seen

@@ -74,6 +74,11 @@ class MediaSettings(_Section):
     default_fps: float = 2.0
     # Per-frame pixel budget after resizing: the model's own (e.g. Qwen max_pixels).
     max_frame_pixels: int = 448 * 448
+    # Pixel budget of a whole video after resizing, over its sampled frames (what
+    # qwen-vl-utils calls VIDEO_TOTAL_PIXELS): a longer video gets smaller frames, so its
+    # pixels handed to the engine, its tokens and its tower's work stay under a bound,
+    # at the price of detail. None: every frame gets max_frame_pixels.
+    max_video_pixels: int | None = Field(None, gt=0)
     max_videos_per_request: int = 4
     max_images_per_request: int = 4
     decode_threads: int = 2

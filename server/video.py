@@ -46,6 +46,11 @@ class DecodedVideo:
     indices: list[int]  # source frame index of each decoded frame
     info: VideoInfo
 
+    @property
+    def estimated_tokens(self) -> int:
+        """Unpruned visual tokens of these frames (what `decode` checked before decoding)."""
+        return estimated_tokens(len(self.frames), self.frames.shape[2], self.frames.shape[1])
+
     def vllm_input(self) -> tuple[np.ndarray, dict]:
         """(frames, metadata) as vLLM's Qwen processors expect. The processor derives
         the sampled fps (so temporal positions) from len(indices) / total * fps."""
@@ -150,6 +155,14 @@ def target_size(width: int, height: int, max_pixels: int, factor: int = SIZE_FAC
     return w, h
 
 
+def frame_pixels(limits: MediaSettings, num_frames: int) -> int:
+    """Each frame's pixel budget: max_frame_pixels, shrunk so that the video's frames
+    together stay under max_video_pixels (target_size still gives at least 28 x 28)."""
+    if limits.max_video_pixels is None:
+        return limits.max_frame_pixels
+    return min(limits.max_frame_pixels, limits.max_video_pixels // max(num_frames, 1))
+
+
 def decode(
     path: Path,
     limits: MediaSettings,
@@ -172,7 +185,7 @@ def decode(
     info = probe(path)
     check_limits(info, limits)
     indices = sample_indices(info, limits, num_frames, fps)
-    width, height = target_size(info.width, info.height, limits.max_frame_pixels)
+    width, height = target_size(info.width, info.height, frame_pixels(limits, len(indices)))
     tokens = estimated_tokens(len(indices), width, height)
     if max_tokens is not None and tokens > max_tokens:
         raise PayloadTooLarge(

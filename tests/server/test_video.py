@@ -54,6 +54,21 @@ def test_frames_are_resized_to_the_pixel_budget(tmp_path):
     assert width * height <= 56 * 56 * 2 and width % 28 == 0 and height % 28 == 0 and width > height
 
 
+def test_a_video_pixel_budget_shrinks_each_frame_as_the_frames_grow(tmp_path):
+    path = write_mp4(tmp_path / "square.mp4", frame_coded_video(16, size=224), fps=4)
+    limits = MediaSettings(max_frames=16, max_frame_pixels=224 * 224, max_video_pixels=4 * 224 * 224)
+    sizes = {}
+    for frames in (2, 4, 8, 16):
+        decoded = video.decode(path, limits, num_frames=frames)
+        height, width = decoded.frames.shape[1:3]
+        assert frames * width * height <= limits.max_video_pixels or width * height == 28 * 28
+        sizes[frames] = (width, height)
+    # Up to 4 frames the per-frame budget binds; past it the video's: 8 frames of 140^2
+    # (4 groups of 25 tokens, where 224^2 would be 4 of 64), 16 frames of 112^2.
+    assert sizes == {2: (224, 224), 4: (224, 224), 8: (140, 140), 16: (112, 112)}
+    assert video.decode(path, limits, num_frames=16).estimated_tokens == 8 * 4 * 4
+
+
 @pytest.mark.parametrize("make", ["empty", "text", "truncated", "audio"])
 def test_undecodable_files_are_refused(tmp_path, coded_mp4, make):
     path = tmp_path / "bad.mp4"

@@ -335,6 +335,28 @@ def _rows_per_block(num_heads: int, num_cols: int) -> int:
     return max(_MIN_ROWS, _SCRATCH_BYTES // (_TEMPORARIES * 4 * num_heads * max(1, num_cols)))
 
 
+def _block_stop(start: int, limit: int, ends: list[int], skipped: int, cells: int) -> int:
+    """The end of the block of attention rows from `start`: as many rows, up to `limit`,
+    as keep rows x reached columns within `cells` (at least _MIN_ROWS rows). A block
+    reaches the columns up to its last row's end (ends never decrease along the rows),
+    less the `skipped` columns between the prefix and a local segment, so the cost grows
+    with the block and bisection finds its largest size. Sizing by the first row alone
+    let a block of short early rows run to the end of the video: a [rows, L] block."""
+
+    def cost(stop: int) -> int:
+        return (stop - start) * (ends[stop - 1] + 1 - skipped)
+
+    if cost(limit) <= cells:
+        return limit
+    fits, too_big = min(start + _MIN_ROWS, limit), limit
+    if cost(fits) > cells:
+        return fits
+    while too_big - fits > 1:
+        middle = (fits + too_big) // 2
+        fits, too_big = (middle, too_big) if cost(middle) <= cells else (fits, middle)
+    return fits
+
+
 def _query_attention_sums(q, k, rows: torch.Tensor, scale: float) -> torch.Tensor:
     """query_attention_sums over the query rows, in blocks of rows. # [L] float32"""
     step = _rows_per_block(q.shape[0], k.shape[1])
@@ -384,18 +406,18 @@ def _attention(
     end_on_device = end.to(q.device, non_blocking=True)
     begin_on_device = begin.to(q.device, non_blocking=True)
     # A block never mixes segment-local rows with rows that see everything (the query):
-    # such a block would compute all L columns for every one of its rows.
+    # such a block would compute all L columns for every one of its rows. Nor does it
+    # span two segments of local rows: it would compute the columns of every segment in
+    # between, all of them masked.
     local = begin > prefix
-    kind_changes = (torch.nonzero(local[1:] != local[:-1]).flatten() + 1).tolist() + [seq_len]
+    changes = (local[1:] != local[:-1]) | (local[1:] & (begin[1:] != begin[:-1]))
+    breaks = (torch.nonzero(changes).flatten() + 1).tolist() + [seq_len]
+    cells = _SCRATCH_BYTES // (_TEMPORARIES * 4 * num_heads)  # logits per block: rows x columns
+    ends = end.tolist()
     start = 0
     while start < seq_len:
-        # Rows per block from the columns the block's first row reaches (all L for a causal
-        # row, the prefix and its segment for a segment-local one), so local blocks are
-        # as tall as the scratch budget allows; a block straddling two segments reaches
-        # at most about twice as many columns.
-        first_width = int(end[start]) + 1 - max(0, int(begin[start]) - prefix)
-        next_change = kind_changes[bisect.bisect_right(kind_changes, start)]
-        stop = min(start + _rows_per_block(num_heads, first_width), next_change)
+        limit = breaks[bisect.bisect_right(breaks, start)]
+        stop = _block_stop(start, limit, ends, max(0, int(begin[start]) - prefix), cells)
         rows = stop - start
         block_end, block_begin = end[start:stop], begin[start:stop]
         reach = int(block_end.max()) + 1  # no row of the block sees past this

@@ -93,3 +93,28 @@ def test_a_segment_local_row_never_sees_another_segment(monkeypatch):
     torch.testing.assert_close(after[:, segment[1]], before[:, segment[1]])
     torch.testing.assert_close(after[:, :prefix], before[:, :prefix])
     assert not torch.allclose(after[:, -1], before[:, -1])
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["block-causal", "local"])
+def test_every_block_of_logits_stays_under_the_scratch_budget(monkeypatch, local):
+    """Blocks are sized by every column their rows reach. Sized by their first row
+    alone, a video of small groups (the proxy model's 16 tokens) made one block of all
+    its rows over all its columns: 1.1 GB of logits in the engine at 8k tokens."""
+    num_heads, kv_heads, length = 4, 2, 10 + 4096 + 20
+    seen = visibility(10, 4096, 20, 16, SegmentMask(4, local=local))
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(num_heads, length, 8, generator=generator)
+    k, v = (torch.randn(kv_heads, length, 8, generator=generator) for _ in range(2))
+    logits_elements, real_bmm = [], torch.bmm
+
+    def recording_bmm(a, b):
+        out = real_bmm(a, b)
+        if b.shape[-1] != q.shape[-1]:  # scores x keys, not probabilities x values
+            logits_elements.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "bmm", recording_bmm)
+    scoring_pass._attention(q, k, v, 0.35, seen)
+    budget = scoring_pass._SCRATCH_BYTES // (scoring_pass._TEMPORARIES * 4)  # float32 elements
+    assert len(logits_elements) > 1
+    assert max(logits_elements) <= budget, (len(logits_elements), max(logits_elements))

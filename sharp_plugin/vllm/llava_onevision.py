@@ -117,11 +117,10 @@ class SharpLlavaOnevisionForConditionalGeneration(SharpModelMixin, LlavaOnevisio
         per_frame = (height // patch) * (width // patch)
         budget = self._sharp_tower_chunk_patches
         step = max(1, budget // per_frame) if budget else frames
+        stock = super()._video_pixels_to_features  # bound here: a comprehension has no zero-arg super()
         if frames <= step:
-            return super()._video_pixels_to_features(vision_tower, pixel_values)
-        return torch.cat(
-            [super()._video_pixels_to_features(vision_tower, chunk) for chunk in pixel_values.split(step)]
-        )
+            return stock(vision_tower, pixel_values)
+        return torch.cat([stock(vision_tower, chunk) for chunk in pixel_values.split(step)])
 
     def _sharp_embed_black_video(self, grid_thw: Sequence[int], black_row: torch.Tensor) -> torch.Tensor:
         frames = int(grid_thw[0])

@@ -1,0 +1,509 @@
+"""A needle in a long video (V-NIAH style), through the real vLLM engine: needle recall,
+answer accuracy, and the vision tower's and the selection's time and peak memory, against
+the video's length, for sharp, fastv, uniform, vLLM's EVS and an oracle (issue #14).
+
+    python bench/long_video.py            # 1 to 64 clips (128 to 8,192 video tokens), ~12 min
+    python bench/long_video.py --small    # CI: 1 and 8 clips, 2 needles
+
+A PROXY, NOT A REAL LONG-VIDEO BENCHMARK. The model is the 2 M-parameter Qwen2.5-VL
+trained here on 8-second synthetic clips (proxy_videoqa); it never saw a video longer
+than one clip. A long video is L clips played one after another at the clips' own 2 fps:
+L - 1 haystack clips (shapes of every kind but the needle's, so the haystack is full of
+plausible distractors) and one held-out `query` clip, the needle, at a known depth
+(start, middle, end). The question is the needle clip's own ("What colour is the
+triangle?"), answerable from one video token of the 128 L.
+
+The engine has a 1,024-token context and every method keeps the same share of the video
+(--retention, 0.1), so from 16 clips on the unpruned video is longer than the context
+and only the kept tokens are served. `none` (unpruned) runs where it fits. Arms:
+- the presets `sharp` (its mask is `auto`: block-causal below 16k tokens), `sharp-local`
+  (the segment-local mask), `fastv` and `uniform`, on the ShaRP engine;
+- `oracle`: keeps the needle's token first, then uniform (the ceiling of any selection);
+- `evs`: vLLM's EVS on the stock architecture at the matched rate (engine-wide
+  `video_pruning_rate`; it gives no report, so no recall).
+
+Per request: needle recall (the per-request report's kept indices against the needle's
+token), the one-word answer, prompt tokens, and stages measured by hooks: the frontend's
+processor (wall time, and the bytes of tensors it hands to the engine: the pixels), the
+vision tower (`_process_video_input`) and, for ShaRP, the selection (`_run_selection`:
+scoring pass, black prior, dedup, top-k). Peak memory of a stage is the worker's peak
+RSS during it above its RSS before it, with the allocator's free pages returned to the
+OS first and the peak reset (Linux VmHWM); on a GPU, `torch.cuda.max_memory_allocated`.
+Each (length, needle) pair is a distinct video, so no cache serves the tower (the vision
+cache is off) or the question.
+
+Writes JSON, a markdown table and a PNG plot (recall and accuracy, and the stages' time
+and memory, against length) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from proxy_videoqa.batches import chat_prompt  # noqa: E402
+from proxy_videoqa.clips import Clip, make_clip  # noqa: E402
+from proxy_videoqa.geometry import FPS, FRAME_SIZE, VIDEO_TOKENS  # noqa: E402
+from proxy_videoqa.held_out import HELD_OUT_SEED  # noqa: E402
+from server.video import DecodedVideo, VideoInfo  # noqa: E402
+from sharp_plugin import WORKER_EXTENSION  # noqa: E402
+
+DEFAULT_MODEL = ROOT / "models" / "sharp-proxy-qwen25vl"
+PRESETS = yaml.safe_load((ROOT / "configs" / "pruning-presets.yaml").read_text())
+CONTEXT = 1024
+LENGTHS = (1, 4, 16, 64)  # clips: 128 to 8,192 video tokens (8x the context)
+DEPTHS = (0.0, 0.5, 1.0)  # where the needle clip sits, as a share of the video
+SHARP_ARMS = ("sharp", "sharp-local", "fastv", "uniform", "oracle")
+ALL_ARMS = ("none", *SHARP_ARMS, "evs")
+HAYSTACK_SEED = 2 * HELD_OUT_SEED  # a seed range neither training nor the held-out set draws from
+STOCK_ARCH = "Qwen2_5_VLForConditionalGeneration"
+
+
+# ---- the videos -------------------------------------------------------------------------
+class Haystack:
+    """Clips without a given shape, drawn in a fixed order from their own seed range."""
+
+    def __init__(self):
+        self._by_shape: dict[str, list[Clip]] = defaultdict(list)
+        self._next_seed = HAYSTACK_SEED
+
+    def clips(self, without_shape: str, count: int, offset: int) -> list[Clip]:
+        pool = self._by_shape[without_shape]
+        while len(pool) < offset + count:
+            seed = self._next_seed
+            self._next_seed += 1
+            for task in ("single", "query"):
+                clip = make_clip(seed, task, "standard")
+                shapes = {obj.shape for obj in clip.objects}
+                for shape in ("circle", "square", "triangle", "cross"):
+                    if shape not in shapes:
+                        self._by_shape[shape].append(clip)
+        return pool[offset : offset + count]
+
+
+def needle_shape(clip: Clip) -> str:
+    return next(obj.shape for obj in clip.objects if obj.is_target)
+
+
+class Case:
+    """One long video: the needle clip at `position` among `length` clips."""
+
+    def __init__(self, needle: Clip, length: int, depth: float, haystack: Haystack, index: int):
+        self.needle, self.length, self.depth = needle, length, depth
+        self.position = round(depth * (length - 1))
+        others = haystack.clips(needle_shape(needle), length - 1, offset=index * 7)
+        clips = [*others[: self.position], needle, *others[self.position :]]
+        self.frames = np.concatenate([clip.frames for clip in clips])
+        self.needle_tokens = [self.position * VIDEO_TOKENS + t for t in needle.needle_tokens]
+
+    @property
+    def video_tokens(self) -> int:
+        return self.length * VIDEO_TOKENS
+
+    def video_input(self):
+        frames = self.frames.shape[0]
+        info = VideoInfo(num_frames=frames, fps=FPS, width=FRAME_SIZE, height=FRAME_SIZE)
+        return DecodedVideo(self.frames, list(range(frames)), info).vllm_input()
+
+
+def needles(count: int) -> Iterator[Clip]:
+    """Held-out `query` clips of the standard split: a shape among distractors."""
+    for i in range(count):
+        yield make_clip(HELD_OUT_SEED + i, "query", "standard")
+
+
+def cases(lengths, needles_per_length: int, depths) -> list[Case]:
+    haystack = Haystack()
+    out = []
+    for length in lengths:
+        for index, needle in enumerate(needles(needles_per_length)):
+            depth = depths[index % len(depths)] if length > 1 else 0.0
+            out.append(Case(needle, length, depth, haystack, index))
+    return out
+
+
+# ---- hooks in the worker and the frontend -------------------------------------------------
+def _release_free_memory() -> None:
+    """Hand the allocator's free pages back to the OS, so that a stage's new allocations
+    show in RSS (vLLM's CPU worker preloads tcmalloc; elsewhere glibc)."""
+    import ctypes
+
+    process = ctypes.CDLL(None)
+    if hasattr(process, "MallocExtension_ReleaseFreeMemory"):
+        process.MallocExtension_ReleaseFreeMemory()
+    elif hasattr(process, "malloc_trim"):
+        process.malloc_trim(0)
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _install_stage_probes(worker) -> None:
+    """Wrap the vision tower and the selection: wall time and peak memory of each call."""
+    import time as _time
+
+    import torch
+
+    model = worker.model_runner.model
+    model._bench_stages = []
+    cuda = torch.cuda.is_available()
+
+    def probed(stage, function):
+        def wrapper(*args, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+            else:
+                _release_free_memory()
+                Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+                before = _rss_kib("VmRSS") << 10
+            started = _time.perf_counter()
+            result = function(*args, **kwargs)
+            if cuda:
+                torch.cuda.synchronize()
+            elapsed_ms = (_time.perf_counter() - started) * 1e3
+            peak = torch.cuda.max_memory_allocated() if cuda else _rss_kib("VmHWM") << 10
+            model._bench_stages.append((stage, elapsed_ms, (peak - before) / 2**20))
+            return result
+
+        return wrapper
+
+    model._process_video_input = probed("tower", model._process_video_input)
+    if hasattr(model, "_run_selection"):
+        model._run_selection = probed("selection", model._run_selection)
+
+
+def _pop_stages(worker) -> list:
+    model = worker.model_runner.model
+    stages, model._bench_stages = model._bench_stages, []
+    return stages
+
+
+class ProcessorProbe:
+    """Wall time of the multimodal processor (frontend), and what it hands over."""
+
+    def __init__(self):
+        from vllm.multimodal.processing import BaseMultiModalProcessor
+
+        from sharp_plugin.vllm.model import nested_tensor_bytes
+
+        self.ms, self.handed_over = 0.0, 0
+        original = BaseMultiModalProcessor.apply
+        probe = self
+
+        def apply(self, *args, **kwargs):
+            started = time.perf_counter()
+            result = original(self, *args, **kwargs)
+            probe.ms += (time.perf_counter() - started) * 1e3
+            probe.handed_over += nested_tensor_bytes(dict(result["mm_kwargs"]))
+            return result
+
+        BaseMultiModalProcessor.apply = apply
+
+    def pop(self) -> tuple[float, int]:
+        out = (self.ms, self.handed_over)
+        self.ms, self.handed_over = 0.0, 0
+        return out
+
+
+# ---- the engines ------------------------------------------------------------------------
+def make_engine(model: Path, *, evs_rate: float | None = None):
+    from vllm import LLM
+
+    common = dict(
+        model=str(model), dtype="bfloat16", max_model_len=CONTEXT, max_num_seqs=1, enforce_eager=True,
+        limit_mm_per_prompt={"video": 1, "image": 0}, seed=0, enable_prefix_caching=False,
+    )  # fmt: skip
+    if evs_rate is None:
+        # The vision cache off: every arm's tower runs (and is timed) on every request.
+        overrides = {"architectures": ["SharpQwen2_5_VLForConditionalGeneration"], "sharp_vision_cache_mb": 0}
+        llm = LLM(**common, hf_overrides=overrides, worker_extension_cls=WORKER_EXTENSION)
+    else:
+        llm = LLM(**common, hf_overrides={"architectures": [STOCK_ARCH]}, video_pruning_rate=evs_rate)
+    llm.collective_rpc(_install_stage_probes)
+    return llm
+
+
+def shutdown(llm) -> None:
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+
+
+def settings_for(arm: str, retention: float, case: Case) -> dict | None:
+    if arm == "evs":
+        return None
+    if arm == "none":
+        return {"method": "none"}
+    if arm == "oracle":
+        return {"method": "oracle", "retention": retention, "oracle_tokens": case.needle_tokens}
+    return {**PRESETS[arm], "retention": retention}
+
+
+def fits(arm: str, case: Case, retention: float) -> bool:
+    """Whether the arm's prompt fits the context (the text is under 32 tokens)."""
+    from sharp_plugin.core import kept_count
+
+    kept = case.video_tokens if arm == "none" else kept_count(retention, case.video_tokens)
+    return kept + 32 <= CONTEXT
+
+
+def run_case(llm, processor: ProcessorProbe, arm: str, retention: float, case: Case) -> dict:
+    from vllm import SamplingParams
+
+    from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report, merge_replies
+
+    tokenizer = llm.get_tokenizer()
+    request = {
+        "prompt": chat_prompt(tokenizer, case.needle.question),
+        "multi_modal_data": {"video": case.video_input()},
+    }
+    sharp, report_id = settings_for(arm, retention, case), None
+    if sharp is not None:
+        report_id = uuid.uuid4().hex
+        request["mm_processor_kwargs"] = {"sharp": {**sharp, "report_id": report_id}}
+    llm.collective_rpc(_pop_stages)
+    processor.pop()
+    started = time.perf_counter()
+    (output,) = llm.generate([request], SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)
+    seconds = time.perf_counter() - started
+    (stages,) = llm.collective_rpc(_pop_stages)
+    processor_ms, handed_over = processor.pop()
+    answer = tokenizer.decode(output.outputs[0].token_ids).strip()
+    row = {
+        "arm": arm,
+        "length": case.length,
+        "depth": case.depth,
+        "video_tokens": case.video_tokens,
+        "correct": answer == case.needle.answer,
+        "prompt_tokens": len(output.prompt_token_ids),
+        "request_s": seconds,
+        "processor_ms": processor_ms,
+        "handed_over_mib": handed_over / 2**20,
+        "needle_recall": None,
+    }
+    for stage in ("tower", "selection"):
+        mine = [s for s in stages if s[0] == stage]
+        row[f"{stage}_ms"] = sum(s[1] for s in mine) if mine else None
+        row[f"{stage}_peak_mib"] = max(s[2] for s in mine) if mine else None
+    if report_id is not None:
+        record = FRONTEND_RECORDS.pop(report_id)
+        replies = llm.collective_rpc("sharp_reports", args=([item["mm_hash"] for item in record],))
+        (report,) = join_report(record, merge_replies(replies))
+        kept = set(report["kept_indices"])
+        row["needle_recall"] = len(kept.intersection(case.needle_tokens)) / len(case.needle_tokens)
+        row["kept"] = report["video_tokens_kept"]
+        row["fallback"] = report.get("fallback")
+    return row
+
+
+# ---- the report ---------------------------------------------------------------------------
+def summarise(rows: list[dict]) -> dict:
+    cells: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        cells[row["arm"]][str(row["length"])].append(row)
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return round(statistics.median(values), 1) if values else None
+
+    out: dict[str, dict[str, dict]] = {}
+    for arm, by_length in cells.items():
+        out[arm] = {}
+        for length, group in by_length.items():
+            recalls = [r["needle_recall"] for r in group if r["needle_recall"] is not None]
+            out[arm][length] = {
+                "n": len(group),
+                "video_tokens": group[0]["video_tokens"],
+                "accuracy": round(float(np.mean([r["correct"] for r in group])), 3),
+                "needle_recall": round(float(np.mean(recalls)), 3) if recalls else None,
+                "prompt_tokens": round(float(np.mean([r["prompt_tokens"] for r in group])), 1),
+                "request_s": round(statistics.median(r["request_s"] for r in group), 2),
+                "processor_ms": median(r["processor_ms"] for r in group),
+                "handed_over_mib": round(max(r["handed_over_mib"] for r in group), 1),
+                "tower_ms": median(r["tower_ms"] for r in group),
+                "tower_peak_mib": median(r["tower_peak_mib"] for r in group),
+                "selection_ms": median(r["selection_ms"] for r in group),
+                "selection_peak_mib": median(r["selection_peak_mib"] for r in group),
+                "fallbacks": sum(1 for r in group if r.get("fallback")),
+            }
+    return out
+
+
+def markdown(report: dict) -> str:
+    lengths = [str(n) for n in report["lengths"]]
+    results = report["results"]
+    lines = [
+        "# A needle in a long video (proxy, V-NIAH style)",
+        "",
+        "A proxy, not a real long-video benchmark: the 2 M-parameter model trained on 8 s synthetic "
+        "clips, shown L clips in a row (L - 1 haystack clips with every shape but the needle's, and "
+        f"the needle clip at the start, middle or end). Context {report['context']} tokens; every "
+        f"method keeps {report['retention']} of the video; `none` runs only where the unpruned video "
+        f"fits. {report['needles']} needles per length, model `{report['model']}`, vLLM "
+        f"{report['vllm']}, {report['machine']}.",
+        "",
+        "## Accuracy (needle recall)",
+        "",
+        "| arm | " + " | ".join(f"{n} clips ({int(n) * VIDEO_TOKENS} tokens)" for n in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    for arm, by_length in results.items():
+        cells = []
+        for n in lengths:
+            cell = by_length.get(n)
+            if cell is None:
+                cells.append("does not fit" if arm == "none" else "")
+                continue
+            recall = cell["needle_recall"]
+            cells.append(f"{cell['accuracy']:.2f}" + (f" ({recall:.2f})" if recall is not None else ""))
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Chance is 0.2 (five colours). Recall: the share of the needle's token the selection kept, "
+        "from the per-request report (EVS gives none).",
+        "",
+        "## Time and memory per stage (medians)",
+        "",
+        "Tower: the vision tower (EVS: with its pruning). Selection: ShaRP's scoring pass, black "
+        "prior, dedup and top-k. Peak: the worker's peak RSS during the stage above its RSS before "
+        "it. Handed over: the processor's tensors sent from the frontend to the engine.",
+        "",
+        "| arm | clips | video tokens | prompt | request s | processor ms | handed over MiB | "
+        "tower ms | tower peak MiB | selection ms | selection peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value, digits=0):
+        return "" if value is None else f"{value:.{digits}f}"
+
+    for arm, by_length in results.items():
+        for n in lengths:
+            cell = by_length.get(n)
+            if cell is None:
+                continue
+            lines.append(
+                f"| {arm} | {n} | {cell['video_tokens']} | {fmt(cell['prompt_tokens'])} | "
+                f"{fmt(cell['request_s'], 2)} | {fmt(cell['processor_ms'])} | "
+                f"{fmt(cell['handed_over_mib'], 1)} | {fmt(cell['tower_ms'])} | "
+                f"{fmt(cell['tower_peak_mib'])} | {fmt(cell['selection_ms'])} | "
+                f"{fmt(cell['selection_peak_mib'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("accuracy", "accuracy"),
+        ("needle_recall", "needle recall"),
+        ("tower_ms", "vision tower ms"),
+        ("selection_ms", "selection ms"),
+        ("selection_peak_mib", "selection peak MiB"),
+        ("handed_over_mib", "pixels handed over MiB"),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8))
+    for ax, (key, label) in zip(axes.flat, panels, strict=True):
+        for arm, by_length in report["results"].items():
+            points = sorted(
+                (cell["video_tokens"], cell[key]) for cell in by_length.values() if cell[key] is not None
+            )
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=arm)
+        ax.set_xscale("log", base=2)
+        ax.axvline(report["context"], color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("video tokens (dotted: the context)")
+        ax.set_title(label)
+    axes.flat[0].axhline(0.2, color="grey", lw=0.6)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"Needle in a long video (proxy model, retention {report['retention']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="clips per video")
+    parser.add_argument("--needles", type=int, default=20, help="needles (videos) per length")
+    parser.add_argument("--retention", type=float, default=0.1)
+    parser.add_argument("--arms", nargs="+", default=ALL_ARMS, choices=ALL_ARMS)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--name", default="long_video")
+    parser.add_argument("--small", action="store_true", help="CI mode: 1 and 8 clips, 2 needles, no EVS")
+    args = parser.parse_args()
+    if args.small:
+        args.lengths, args.needles, args.name = [1, 8], 2, args.name + "-small"
+        args.arms = [arm for arm in args.arms if arm != "evs"]
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # the hooks' collective_rpc
+    import vllm
+
+    todo = cases(args.lengths, args.needles, DEPTHS)
+    rows: list[dict] = []
+    processor = ProcessorProbe()
+    sharp_arms = [arm for arm in args.arms if arm != "evs"]
+    started = time.perf_counter()
+    if sharp_arms:
+        llm = make_engine(args.model)
+        for case in todo:
+            for arm in sharp_arms:
+                if fits(arm, case, args.retention):
+                    rows.append(run_case(llm, processor, arm, args.retention, case))
+            print(f"{case.length:>3} clips, depth {case.depth}: {len(rows)} requests done", flush=True)
+        shutdown(llm)
+    if "evs" in args.arms:
+        llm = make_engine(args.model, evs_rate=round(1.0 - args.retention, 6))
+        for case in todo:
+            if fits("evs", case, args.retention):
+                rows.append(run_case(llm, processor, "evs", args.retention, case))
+        shutdown(llm)
+    report = {
+        "note": "proxy task (synthetic clips, 2M-param model trained here), not a real long-video benchmark",
+        "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
+        "vllm": vllm.__version__,
+        "machine": f"{os.cpu_count()} CPU cores, no GPU",
+        "context": CONTEXT,
+        "retention": args.retention,
+        "lengths": args.lengths,
+        "needles": args.needles,
+        "depths": list(DEPTHS),
+        "results": summarise(rows),
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown(report)
+    (args.out / f"{args.name}.md").write_text(table)
+    plot(report, args.out / f"{args.name}.png")
+    print(table)
+    print(f"wrote {args.out / args.name}.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+    main()

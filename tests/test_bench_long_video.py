@@ -1,0 +1,48 @@
+"""CI mode of bench/long_video.py: the needle bench end to end on the real engine (1 and
+8 clips, 2 needles, no EVS). At 8 clips the unpruned video (1,024 tokens) no longer fits
+the 1,024-token context: only the pruned arms run, and each prompt holds its kept
+tokens. The bench's own measurements are checked for what must hold whatever the
+machine: the oracle's recall, the kept counts, stages measured for every request, and
+the pixels handed over growing with the video."""
+
+import json
+
+import pytest
+
+from sharp_plugin.core import kept_count
+
+from .conftest import run_small_bench
+
+pytestmark = pytest.mark.engine
+
+CONTEXT, CLIP_TOKENS = 1024, 128
+PRUNED = ["sharp", "sharp-local", "fastv", "uniform", "oracle"]
+
+
+def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(tmp_path):
+    run = run_small_bench("long_video.py", tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "long_video-small.json").read_text())
+    assert (tmp_path / "long_video-small.png").stat().st_size > 10_000
+    assert "proxy" in (tmp_path / "long_video-small.md").read_text().lower()
+    results = report["results"]
+    assert sorted(results) == sorted(["none", *PRUNED])
+    assert sorted(results["none"]) == ["1"], "the unpruned 8-clip video does not fit the context"
+    for arm in PRUNED:
+        for length in ("1", "8"):
+            cell = results[arm][length]
+            tokens = int(length) * CLIP_TOKENS
+            assert cell["n"] == 2 and cell["video_tokens"] == tokens and cell["fallbacks"] == 0
+            assert cell["tower_ms"] > 0 and cell["selection_peak_mib"] is not None
+            if arm in ("sharp", "sharp-local", "fastv"):  # a scoring pass ran
+                assert cell["selection_ms"] > 0
+        long = results[arm]["8"]
+        # Only the kept tokens are in the prompt: every arm keeps the same count.
+        assert long["prompt_tokens"] < CONTEXT
+        text_tokens = results["none"]["1"]["prompt_tokens"] - CLIP_TOKENS
+        assert long["prompt_tokens"] == text_tokens + kept_count(0.1, 8 * CLIP_TOKENS)
+        # The processor hands the worker the pixels: 8x the frames, 8x the bytes.
+        assert long["handed_over_mib"] == pytest.approx(8 * results[arm]["1"]["handed_over_mib"], rel=0.02)
+    rows = [r for r in report["rows"] if r["arm"] == "oracle"]
+    assert rows and all(r["needle_recall"] == 1.0 for r in rows)  # handed the needle: only plumbing can miss
+    assert {r["depth"] for r in report["rows"] if r["length"] == 8} == {0.0, 0.5}  # needles placed apart

@@ -41,8 +41,11 @@ def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(t
         assert long["prompt_tokens"] < CONTEXT
         text_tokens = results["none"]["1"]["prompt_tokens"] - CLIP_TOKENS
         assert long["prompt_tokens"] == text_tokens + kept_count(0.1, 8 * CLIP_TOKENS)
-        # The processor hands the worker the pixels: 8x the frames, 8x the bytes.
-        assert long["handed_over_mib"] == pytest.approx(8 * results[arm]["1"]["handed_over_mib"], rel=0.02)
+        # The processor hands the worker the pixels: 8x the frames, about 8x the bytes
+        # (from the rows: the summary rounds to 0.1 MiB; the item's own fields, a few KiB
+        # of prompt ids, do not grow with the video).
+        handed = {r["length"]: r["handed_over_mib"] for r in report["rows"] if r["arm"] == arm}
+        assert handed[8] == pytest.approx(8 * handed[1], rel=0.02)
     rows = [r for r in report["rows"] if r["arm"] == "oracle"]
     assert rows and all(r["needle_recall"] == 1.0 for r in rows)  # handed the needle: only plumbing can miss
     assert {r["depth"] for r in report["rows"] if r["length"] == 8} == {0.0, 0.5}  # needles placed apart

@@ -46,6 +46,12 @@ class ServerMetrics:
             ["cache", "result"],
             registry=self.registry,
         )
+        self.engine_aborts = Counter(
+            "sharp_engine_aborts",
+            "Engine requests stopped before they finished: the client left, the request "
+            "timed out, or generation failed",
+            registry=self.registry,
+        )
         self.unfinished_requests = Gauge(
             "sharp_engine_unfinished_requests", "Requests the engine is still running", registry=self.registry
         )

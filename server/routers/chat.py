@@ -177,6 +177,7 @@ class _Run:
             self.finished = True
         finally:
             if not self.finished:  # cancelled or failed: make sure the engine stops too
+                self.metrics.engine_aborts.inc()
                 await asyncio.shield(self.engine.abort(self.request_id))
 
     async def report(self) -> SharpReport:

@@ -32,6 +32,10 @@ class RunningServer:
     def __init__(self, base_url: str, media_root: Path, files_dir: Path, process, log: Path):
         self.base_url, self.media_root, self.files_dir = base_url, media_root, files_dir
         self.process, self.log = process, log
+        # One client for every metrics read: `httpx.get` builds an SSL context per call,
+        # and on the loaded CI box one of those stalled for 10-20 s (in a getpid() call)
+        # while the engine generated, which blew the disconnect tests' windows.
+        self._scraper = httpx.Client(base_url=base_url, timeout=10)
 
     def client(self, **kwargs):
         import openai
@@ -41,7 +45,7 @@ class RunningServer:
     def metric(self, name: str, **labels: str) -> float:
         """A sample's value: the first of `name` whose labels include `labels`."""
         wanted = [f'{key}="{value}"' for key, value in labels.items()]
-        for line in httpx.get(f"{self.base_url}/metrics", timeout=10).text.splitlines():
+        for line in self._scraper.get("/metrics").text.splitlines():
             sample = line.split(" ", 1)[0]
             if sample.split("{", 1)[0] == name and all(label in sample for label in wanted):
                 return float(line.rsplit(" ", 1)[1])
@@ -114,4 +118,6 @@ def _running_server(root: Path, env_overrides: dict[str, str]):
     with http_server(
         command, f"{base_url}/health", log, env=env, cwd=root, timeout_s=STARTUP_TIMEOUT_S
     ) as process:
-        yield RunningServer(base_url, media_root, files_dir, process, log)
+        running = RunningServer(base_url, media_root, files_dir, process, log)
+        with running._scraper:
+            yield running

@@ -145,7 +145,7 @@ class SharpModelMixin:
         self._sharp_tp_size = get_tensor_model_parallel_world_size()
         self._sharp_prior_cache: BoundedStore[torch.Tensor] = BoundedStore(_PRIOR_CACHE_ENTRIES)
         self._sharp_black_cache: BoundedStore[torch.Tensor] = BoundedStore(
-            max_bytes=_BLACK_EMBED_CACHE_BYTES, size_of=_tensor_bytes
+            max_bytes=_BLACK_EMBED_CACHE_BYTES, size_of=nested_tensor_bytes
         )
         # The vision tower's output by video content (see _video_embeddings). Size:
         # `sharp_vision_cache_mb` in the HF config (--hf-overrides), 0 turns it off.
@@ -164,10 +164,10 @@ class SharpModelMixin:
         self._sharp_max_video_tokens = int(getattr(self.config, "sharp_max_video_tokens", None) or 0)
         self._sharp_reserved_video_tokens = 0  # what the profile's largest scoring pass held
         self._sharp_media_context: BoundedStore[tuple[torch.Tensor, torch.Tensor, int]] = BoundedStore(
-            max_bytes=_MEDIA_CONTEXT_BYTES, size_of=lambda entry: _tensor_bytes(entry[0])
+            max_bytes=_MEDIA_CONTEXT_BYTES, size_of=lambda entry: nested_tensor_bytes(entry[0])
         )
         self._sharp_vision_cache: BoundedStore[torch.Tensor] | None = (
-            BoundedStore(max_bytes=self._sharp_vision_cache_bytes, size_of=_tensor_bytes)
+            BoundedStore(max_bytes=self._sharp_vision_cache_bytes, size_of=nested_tensor_bytes)
             if self._sharp_vision_cache_bytes > 0
             else None
         )
@@ -341,12 +341,7 @@ class SharpModelMixin:
 
     def _scoring_layout(self, plan: _VideoPlan) -> ItemLayout:
         if plan.profiling:
-            # A query as long as a typical question; the ids do not matter for memory.
-            prefix = torch.zeros(0, dtype=torch.long)
-            suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
-            return self._layout(
-                plan.grid, plan.item_positions, prefix, suffix, query_from=1, tail=plan.extra, rows=plan.rows
-            )
+            return self._profile_layout(plan.grid, plan.item_positions, plan.extra, rows=plan.rows)
         return self._layout(
             plan.grid,
             plan.item_positions,
@@ -358,6 +353,13 @@ class SharpModelMixin:
             tail=plan.extra,
             rows=plan.rows,
         )
+
+    def _profile_layout(self, grid, item_positions, tail, rows=None) -> ItemLayout:
+        """The memory profile's layout: no prompt before the video and a query as long as a
+        typical question after it; the ids do not matter for memory."""
+        prefix = torch.zeros(0, dtype=torch.long)
+        suffix = torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long)
+        return self._layout(grid, item_positions, prefix, suffix, query_from=1, tail=tail, rows=rows)
 
     def _score_together(self, plans: Sequence[_VideoPlan]) -> None:
         """Run the scoring passes of this call's videos together, one packed pass per
@@ -612,14 +614,7 @@ class SharpModelMixin:
         pixel_bytes = int(pixels_per_token * (visual.shape[0] - unpruned))
         pixels = torch.empty(pixel_bytes, dtype=torch.uint8, device=visual.device)
         settings = self._profile_settings()
-        layout = self._layout(
-            grid,
-            self._sharp_item_positions(grid, plan.t_scale),
-            torch.zeros(0, dtype=torch.long),
-            torch.zeros(_PROFILE_QUERY_TOKENS, dtype=torch.long),
-            query_from=1,
-            tail=plan.extra,
-        )
+        layout = self._profile_layout(grid, self._sharp_item_positions(grid, plan.t_scale), plan.extra)
         mask = settings.effective().segment_mask_for(visual.shape[0])
         self._scoring_pass(settings.prune_layer, layout)(visual, mask)
         del pixels
@@ -779,10 +774,6 @@ def nested_tensor_bytes(value) -> int:
     if isinstance(value, list | tuple):
         return sum(nested_tensor_bytes(v) for v in value)
     return nested_tensor_bytes(value.data) if hasattr(value, "data") else 0
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
 
 
 def _item_fields(fields: dict[str, Any], index: int) -> dict[str, Any]:

@@ -12,8 +12,11 @@ _EPS = 1e-6
 
 
 def mean_prior_embeddings(visual: torch.Tensor) -> torch.Tensor:
-    """Every visual token replaced by the video's mean embedding. # [N, D] -> [N, D]"""
-    return visual.mean(dim=0, keepdim=True).expand_as(visual).contiguous()
+    """Every visual token replaced by the video's mean embedding. # [N, D] -> [N, D]
+
+    A broadcast view of one row: the scoring pass copies its input into its own
+    sequence anyway, so a materialised [N, D] would only add a copy to its peak."""
+    return visual.mean(dim=0, keepdim=True).expand_as(visual)
 
 
 def calibrate(

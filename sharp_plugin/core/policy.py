@@ -63,15 +63,16 @@ def select_tokens(
         raise ValueError(f"method {s.method!r} needs a scoring pass")
 
     mask = s.segment_mask_for(n)
+    # The prior first: its pass then holds nothing of the video's own pass, whose hidden
+    # states ([N, D], for dedup) would otherwise stay alive through it.
+    prior = None
+    if s.debias == "mean":
+        prior = scoring_pass(mean_prior_embeddings(visual), mask).scores
+    elif s.debias != "off":
+        if black_prior is None:
+            raise ValueError("debias 'black' needs a black-frame prior")
+        prior = black_prior(mask)
     result = scoring_pass(visual, mask)
-    scores = result.scores
-    if s.debias != "off":
-        if s.debias == "mean":
-            prior = scoring_pass(mean_prior_embeddings(visual), mask).scores
-        else:
-            if black_prior is None:
-                raise ValueError("debias 'black' needs a black-frame prior")
-            prior = black_prior(mask)
-        scores = calibrate(scores, prior, s.calibration, s.lam)
+    scores = result.scores if prior is None else calibrate(result.scores, prior, s.calibration, s.lam)
     chosen = deduplicated_top_k(scores, result.hidden, k, s.dedup_threshold)
     return Selection(in_original_order(chosen.cpu()), n, scored=True)

@@ -183,12 +183,7 @@ def score_together(
             q[rows], k[rows], v[rows] = _project_qkv(attn, h, positions[..., rows])
         if index == prune_layer:
             return _scores_at_layer_k(attn, q.transpose(0, 1), k.transpose(0, 1), residual, spans, tp_size)
-        # Each video's attention over its own rows, written over Q's rows (each block of
-        # rows is read before it is written, and no other block reads it), in o_proj's
-        # input layout.
-        for span in spans:
-            span_q, span_k, span_v = (t[span.rows].transpose(0, 1) for t in (q, k, v))
-            _attention(span_q, span_k, span_v, attn.scaling, span.visibility, out=q[span.rows])
+        _attend_spans(attn, q, k, v, spans)
         attended = q.view(seq_len, -1)
         if x is None:
             x = torch.empty_like(residual)
@@ -200,7 +195,18 @@ def score_together(
             if deepstack is not None and index < deepstack.shape[0]:
                 # As the model's forward adds it after this layer (Qwen3-VL).
                 x[rows] += deepstack[index, rows]
+        # Freed before the next layer makes its own: held through that allocation, they
+        # were a second Q, K and V at the peak (measured by bench/scoring_memory.py).
+        del q, k, v, attended
     raise AssertionError("unreachable: the loop returns at prune_layer")
+
+
+def _attend_spans(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Sequence[_Span]) -> None:
+    """Each video's attention over its own rows, written over Q's rows (each block of rows
+    is read before it is written, and no other block reads it), in o_proj's input layout."""
+    for span in spans:
+        span_q, span_k, span_v = (t[span.rows].transpose(0, 1) for t in (q, k, v))
+        _attention(span_q, span_k, span_v, attn.scaling, span.visibility, out=q[span.rows])
 
 
 @dataclass(frozen=True)

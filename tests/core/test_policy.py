@@ -235,3 +235,33 @@ def test_oracle_keeps_the_named_tokens_first_then_spreads_the_rest():
     # A budget smaller than the list keeps the list's first entries.
     few = select_tokens(SharpSettings(method="oracle", retention=0.02, oracle_tokens=(42, 7, 9)), visual)
     assert few.kept.tolist() == [7, 42]
+
+
+@pytest.mark.parametrize("debias", ["mean", "black"])
+def test_the_prior_is_scored_before_the_video_so_their_passes_never_overlap(debias):
+    """The video's own pass returns its hidden states ([N, D], kept for dedup): scored
+    first, they were alive through the prior's whole pass, a peak of two passes' worth."""
+    import weakref
+
+    scorer = PlantedBiasScorer(64, 1.0)
+    alive_during_prior: list[bool] = []
+    video_results: list[weakref.ref] = []
+
+    def prior_pass(mask):
+        alive_during_prior.append(any(ref() is not None for ref in video_results))
+        return scorer.black_prior(mask)
+
+    def scoring_pass(visual, mask):
+        if debias == "mean" and bool((visual == visual[:1]).all()):  # the mean prior's video
+            return ScoringResult(prior_pass(mask), visual)
+        result = ScoringResult(scorer(visual, mask).scores, visual.clone())
+        video_results.append(weakref.ref(result.hidden))
+        return result
+
+    visual = torch.randn(64, DIM)
+    settings = SharpSettings(method="sharp", retention=0.25, debias=debias)
+    selection = select_tokens(
+        settings, visual, scoring_pass, black_prior=prior_pass if debias == "black" else None
+    )
+    assert selection.kept.numel() == kept_count(0.25, 64)
+    assert alive_during_prior == [False]

@@ -28,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from scoring_memory import QUERY_TOKENS, Decoder, rss_kib  # noqa: E402
+from scoring_memory import LIVE_MEMORY, QUERY_TOKENS, Decoder, rss_kib  # noqa: E402
 
 GRID_SIDE, SEGMENT_GROUPS, PRUNE_LAYER = 16, 4, 2
 MASKS = ("block_causal", "local")
@@ -78,7 +78,8 @@ def measure(hidden: int, tokens: int, mask_kind: str, repeats: int = 1) -> dict:
 # For the timing, the child keeps freed memory instead of returning it to the OS, so that
 # a repeated pass reuses its pages: on this VM a fresh page fault costs a varying amount
 # (memory reclaim runs beside it), which made single timings swing by 25%. Memory is
-# measured in a second, plain child, where retained blocks do not inflate the peak.
+# measured in a second child, whose allocator returns what is freed (LIVE_MEMORY), so
+# retained blocks do not inflate the peak.
 KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 
 
@@ -89,7 +90,7 @@ def run_point(hidden: int, tokens: int, mask_kind: str, repeats: int) -> dict:
         out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
         return json.loads(out.strip().splitlines()[-1])
 
-    timed, plain = child(KEEP_MEMORY, repeats), child({}, 1)
+    timed, plain = child(KEEP_MEMORY, repeats), child(LIVE_MEMORY, 1)
     return {**timed, "peak_extra_mib": plain["peak_extra_mib"]}
 
 

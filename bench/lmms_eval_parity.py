@@ -34,6 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from load import Server, free_port  # noqa: E402
 from quality import make_engine, run_pass, shutdown  # noqa: E402
+from report_files import write_report  # noqa: E402
 
 from proxy_videoqa.clips import Clip  # noqa: E402
 from proxy_videoqa.geometry import FPS, NUM_FRAMES  # noqa: E402
@@ -255,11 +256,7 @@ def main() -> None:
         "lmms_eval_prompt_tokens": {k: round(v, 2) for k, v in prompt_tokens.items()},
         "command": "python bench/lmms_eval_parity.py" + (" --small" if args.small else ""),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    (args.out / f"{args.name}.md").write_text(table)
-    print(table)
+    write_report(args.out, args.name, report, markdown, indent=2)
     if not all(row["all"]["within_one_se"] for row in results.values()):
         sys.exit("lmms-eval and quality.py disagree by more than one standard error")
 

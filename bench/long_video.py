@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -55,6 +54,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from report_files import write_report  # noqa: E402
 
 from proxy_videoqa.batches import chat_prompt  # noqa: E402
 from proxy_videoqa.clips import Clip, make_clip  # noqa: E402
@@ -500,13 +501,7 @@ def main() -> None:
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    table = markdown(report)
-    (args.out / f"{args.name}.md").write_text(table)
-    plot(report, args.out / f"{args.name}.png")
-    print(table)
-    print(f"wrote {args.out / args.name}.{{json,md,png}}")
+    write_report(args.out, args.name, report, markdown, plot)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report_files import write_report  # noqa: E402
+
 from proxy_videoqa.batches import chat_prompt  # noqa: E402
 from proxy_videoqa.clips import SPLITS, TASKS, Clip  # noqa: E402
 from proxy_videoqa.geometry import FPS, FRAME_SIZE, NUM_FRAMES  # noqa: E402
@@ -334,13 +336,7 @@ def add_shipped(report: dict) -> None:
 
 def write_outputs(report: dict, out: Path, name: str) -> None:
     add_shipped(report)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    table = markdown(report)
-    (out / f"{name}.md").write_text(table)
-    plot(report, out / f"{name}.png")
-    print(table)
-    print(f"wrote {out / name}.{{json,md,png}}")
+    write_report(out, name, report, markdown, plot)
 
 
 if __name__ == "__main__":

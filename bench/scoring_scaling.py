@@ -28,6 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
+from report_files import write_report  # noqa: E402
 from scoring_memory import LIVE_MEMORY, QUERY_TOKENS, Decoder, rss_kib  # noqa: E402
 
 GRID_SIDE, SEGMENT_GROUPS, PRUNE_LAYER = 16, 4, 2
@@ -178,12 +179,7 @@ def main() -> None:
         "rows": rows,
         "command": " ".join(["python bench/scoring_scaling.py", *sys.argv[1:]]),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    (args.out / f"{args.name}.md").write_text(table)
-    plot(report, args.out / f"{args.name}.png")
-    print(table)
+    write_report(args.out, args.name, report, markdown, plot, indent=2)
 
 
 if __name__ == "__main__":

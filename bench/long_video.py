@@ -39,7 +39,6 @@ and memory, against length) to --out.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
@@ -50,11 +49,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from quality import DEFAULT_MODEL, PRESETS, shutdown  # noqa: E402
 from report_files import write_report  # noqa: E402
 
 from proxy_videoqa.batches import chat_prompt  # noqa: E402
@@ -64,8 +63,6 @@ from proxy_videoqa.held_out import HELD_OUT_SEED  # noqa: E402
 from server.video import DecodedVideo, VideoInfo  # noqa: E402
 from sharp_plugin import WORKER_EXTENSION  # noqa: E402
 
-DEFAULT_MODEL = ROOT / "models" / "sharp-proxy-qwen25vl"
-PRESETS = yaml.safe_load((ROOT / "configs" / "pruning-presets.yaml").read_text())
 CONTEXT = 1024
 LENGTHS = (1, 4, 16, 64)  # clips: 128 to 8,192 video tokens (8x the context)
 DEPTHS = (0.0, 0.5, 1.0)  # where the needle clip sits, as a share of the video
@@ -247,12 +244,6 @@ def make_engine(model: Path, *, evs_rate: float | None = None):
         llm = LLM(**common, hf_overrides={"architectures": [STOCK_ARCH]}, video_pruning_rate=evs_rate)
     llm.collective_rpc(_install_stage_probes)
     return llm
-
-
-def shutdown(llm) -> None:
-    llm.llm_engine.engine_core.shutdown()
-    del llm
-    gc.collect()
 
 
 def settings_for(arm: str, retention: float, case: Case) -> dict | None:

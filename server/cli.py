@@ -24,10 +24,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # The model runner our tests exercise (V1): on a GPU with Triton vLLM 0.32 would pick
-    # Model Runner V2, whose pruning path the plugin has not been run through
-    # (docs/patches.md, entry 12). An explicit setting wins.
-    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
     # vLLM on CPU: loopback for its internal queues, a small KV cache unless told otherwise.
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -7,8 +7,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from sharp_plugin import ARCHITECTURES, SCHEDULER, SHARP_FOR_STOCK, WORKER_EXTENSION
+from sharp_plugin import recipe
 from sharp_plugin.core import SharpSettingsError
+from sharp_plugin.report import VideoReport
 from sharp_plugin.vllm.bounded_store import BoundedStore
 from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report, merge_replies
 
@@ -35,7 +36,7 @@ class Engine(Protocol):
 
     async def abort(self, request_id: str) -> None: ...
 
-    async def sharp_report(self, report_id: str) -> list[dict[str, Any]]: ...
+    async def sharp_report(self, report_id: str) -> list[tuple[VideoReport, bool]]: ...
 
     async def check_health(self) -> None: ...
 
@@ -85,46 +86,39 @@ def engine_error(exc: BaseException) -> Exception:
     return APIError(f"Generation failed: {type(exc).__name__}", code="engine_error")
 
 
-def engine_hf_overrides(settings: ServerSettings) -> dict[str, Any]:
-    """The plugin's HF-config keys for this server: the architecture, its caches, the
-    server's pruning defaults, and the longest video it takes (the engine's memory
-    profile reserves that video's scoring pass; see SharpModelMixin)."""
+def server_engine_args(settings: ServerSettings) -> dict[str, Any]:
+    """The engine this server runs, through the one recipe (sharp_plugin.recipe): the
+    model's ShaRP class, the server's pruning defaults, its caches and the longest video
+    it takes (the engine's memory profile reserves that video's scoring pass), and the
+    media limits per prompt."""
     engine = settings.engine
-    overrides: dict[str, Any] = {
-        "architectures": [engine.architecture or sharp_architecture(engine.model)],
-        "sharp_vision_cache_mb": engine.vision_cache_mb,
-    }
-    if settings.sharp:
-        overrides["sharp_defaults"] = settings.sharp
+    sharp_config: dict[str, Any] = {"sharp_vision_cache_mb": engine.vision_cache_mb}
     if settings.media.max_video_tokens:
-        overrides["sharp_max_video_tokens"] = settings.media.max_video_tokens
-    return overrides
+        sharp_config["sharp_max_video_tokens"] = settings.media.max_video_tokens
+    # EngineSettings fields are EngineArgs fields of the same name, except ours; unset
+    # (None) ones keep vLLM's defaults.
+    own_fields = engine.model_dump(
+        exclude={"model", "architecture", "vision_cache_mb", "extra_engine_args"}, exclude_none=True
+    )
+    return recipe.engine_args(
+        engine.model,
+        architecture=engine.architecture,
+        sharp_defaults=settings.sharp,
+        sharp_config=sharp_config,
+        limit_mm_per_prompt={
+            "video": settings.media.max_videos_per_request,
+            "image": settings.media.max_images_per_request,
+        },
+        **own_fields,
+        **engine.extra_engine_args,
+    )
 
 
 class VLLMEngine:
     def __init__(self, settings: ServerSettings):
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
+        args = server_engine_args(settings)
+        self._llm = recipe.build_async_llm(**args)
         engine = settings.engine
-        hf_overrides = engine_hf_overrides(settings)
-        # EngineSettings fields are AsyncEngineArgs fields of the same name, except the two
-        # that are ours; unset (None) ones keep vLLM's defaults.
-        own_fields = engine.model_dump(
-            exclude={"architecture", "vision_cache_mb", "extra_engine_args"}, exclude_none=True
-        )
-        args = AsyncEngineArgs(
-            **own_fields,
-            hf_overrides=hf_overrides,
-            worker_extension_cls=WORKER_EXTENSION,
-            scheduler_cls=SCHEDULER,
-            limit_mm_per_prompt={
-                "video": settings.media.max_videos_per_request,
-                "image": settings.media.max_images_per_request,
-            },
-            **engine.extra_engine_args,
-        )
-        self._llm = AsyncLLM.from_engine_args(args)
         self.model_name = engine.name
         self.tokenizer = self._llm.get_tokenizer()
         hf_config = self._llm.model_config.hf_config
@@ -154,22 +148,24 @@ class VLLMEngine:
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)
 
-    async def sharp_report(self, report_id: str) -> list[dict[str, Any]]:
+    async def sharp_report(self, report_id: str) -> list[tuple[VideoReport, bool]]:
+        """Each video's report, and whether its selection came from the encoder cache."""
         record = FRONTEND_RECORDS.pop(report_id)
         if not record:
             return []
         replies = await self._llm.collective_rpc(
             "sharp_reports", args=([item["mm_hash"] for item in record],)
         )
-        entries = join_report(record, merge_replies(replies))
-        for entry in entries:
+        reports = []
+        for report in join_report(record, merge_replies(replies)):
             # An encoder-cache hit runs no selection and answers with the stored one:
             # say so, instead of repeating (and counting again) its scoring time.
-            selection = entry.get("selection_id")
-            entry["cached"] = selection is not None and self._seen_selections.get(selection) is not None
+            selection = report.selection_id
+            cached = selection is not None and self._seen_selections.get(selection) is not None
             if selection is not None:
                 self._seen_selections.put(selection, True)
-        return entries
+            reports.append((report, cached))
+        return reports
 
     async def check_health(self) -> None:
         if self._llm.errored:
@@ -181,24 +177,6 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
-
-
-def sharp_architecture(model: str) -> str:
-    """The ShaRP class for a model, from the architecture its config.json names (a local
-    directory or a hub id): the stock class's ShaRP counterpart, or the ShaRP class a
-    checkpoint already names (the proxy model ships so). Refuses any other, by name."""
-    from transformers import AutoConfig
-
-    stock = (AutoConfig.from_pretrained(model).architectures or ["(none)"])[0]
-    if stock in ARCHITECTURES:
-        return stock
-    if stock not in SHARP_FOR_STOCK:
-        supported = ", ".join(sorted(SHARP_FOR_STOCK))
-        raise ValueError(
-            f"engine.model: {model} is a {stock}; ShaRP serves {supported} "
-            "(or set engine.architecture to a registered ShaRP class)"
-        )
-    return SHARP_FOR_STOCK[stock]
 
 
 def _first_stage_layers(num_layers: int, pipeline_stages: int) -> int:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from sharp_plugin.core import SharpSettings
+from sharp_plugin.report import KeptTokens, VideoReport
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_OUTPUT_TOKENS = (1 << 31) - 1
@@ -117,47 +118,27 @@ class ChatCompletionRequest(_Lenient):
         return self.max_completion_tokens or self.max_tokens
 
 
-class SharpSelection(BaseModel):
-    """Which of a video's tokens the prompt kept (with `sharp.return_selection`).
+class SharpSelection(KeptTokens):
+    """Which of a video's tokens the prompt kept (with `sharp.return_selection`), and where
+    they are in the video. Group g covers sampled frames [g * frames_per_group,
+    (g + 1) * frames_per_group) (Qwen-VL: 2 frames per group), and a token covers the same
+    fraction of each of those frames (1/rows by 1/columns)."""
 
-    Token i sits at (group, row, column) = unravel(i, token_grid): row-major over the
-    grid, vLLM's t, h, w order. Group g covers sampled frames
-    [g * frames_per_group, (g + 1) * frames_per_group) (Qwen-VL: 2 frames per group), and a
-    token covers the same fraction of each of those frames (1/rows by 1/columns)."""
-
-    token_grid: tuple[int, int, int]
     frames_per_group: int
-    kept_indices: list[int]
     # Each sampled frame's time in the source video, in seconds.
     frame_timestamps: list[float]
 
 
-class SharpVideoReport(BaseModel):
-    method: str
-    retention: float
-    prune_layer: int | None
-    video_tokens: int | None
-    video_tokens_kept: int | None
-    scoring_ms: float | None
-    frames: int
-    # True when the video's selection came from the encoder cache (an identical earlier
-    # request): no scoring pass ran for this request, and scoring_ms is 0.
+class SharpVideoReport(VideoReport):
+    """One video's report: the worker's (sharp_plugin.report.VideoReport), and what the
+    server adds. `selection` is there only with `sharp.return_selection` (the lists are
+    long). For a selection served by vLLM's encoder cache (`cached`), the fields that
+    describe a selection run (prior, vision_cached, context_missing, scored_with) are None
+    and scoring_ms is 0: nothing ran for this request."""
+
+    frames: int  # sampled frames decoded for the video
+    # The selection came from the encoder cache (an identical earlier request).
     cached: bool = False
-    # None, or why the selection fell back to uniform (a failure inside the worker).
-    fallback: str | None = None
-    # The black-frame prior: None (not used), "computed" (this request paid a second
-    # scoring pass) or "cached" (shared with earlier requests: see `prior_query`).
-    prior: Literal["computed", "cached"] | None = None
-    # True when the vision tower's output came from the worker's content cache (a known
-    # video asked about again): the tower did not run for this request.
-    vision_cached: bool | None = None
-    # Media items before the video that its scoring pass left out: the worker no longer
-    # held them (docs/method.md, "Earlier media"). None for a cached selection.
-    context_missing: int | None = None
-    # How many videos' scoring passes ran as one packed pass with this one (1: alone; 0:
-    # no scoring pass). None for a cached selection.
-    scored_with: int | None = None
-    # With `sharp.return_selection`: the kept tokens and where they are (None otherwise).
     selection: SharpSelection | None = None
 
 

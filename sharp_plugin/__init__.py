@@ -2,7 +2,8 @@
 
 `register()` is the `vllm.general_plugins` entry point. vLLM calls it in every process
 (API server, engine core, workers), possibly more than once, so it is idempotent and
-imports vLLM lazily. The pure algorithm lives in `sharp_plugin.core` and needs no vLLM.
+imports vLLM lazily. The pure algorithm lives in `sharp_plugin.core` and needs no vLLM;
+how an engine is built with the plugin is `sharp_plugin.recipe`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ SHARP_FOR_STOCK = {
     # LLaVA-Video checkpoints in Hugging Face format load as LLaVA-OneVision.
     "LlavaOnevisionForConditionalGeneration": "SharpLlavaOnevisionForConditionalGeneration",
 }
-
-WORKER_EXTENSION = "sharp_plugin.vllm.reports.SharpWorkerExtension"
-# The encoder budget counts unpruned tokens (see sharp_plugin/vllm/scheduler.py).
-SCHEDULER = "sharp_plugin.vllm.scheduler.SharpScheduler"
 
 _registered = False
 

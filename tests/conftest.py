@@ -29,42 +29,35 @@ def run_small_bench(script: str, out: Path, timeout: int) -> subprocess.Complete
     )  # fmt: skip
 
 
+# The committed, trained proxy model: the default config's.
+PROXY_MODEL = REPO / "models" / "sharp-proxy-qwen25vl"
+
+
+@pytest.fixture(scope="session")
+def proxy_model_dir() -> Path:
+    assert (PROXY_MODEL / "config.json").exists(), f"{PROXY_MODEL} is missing from the checkout"
+    return PROXY_MODEL
+
+
+def build_tiny_model(tmp_path_factory, family: str) -> Path:
+    """A tiny random-weights build of one family (scripts/build_tiny_model.py): the same
+    weights and tokenizer every time."""
+    out = tmp_path_factory.mktemp("models") / f"tiny-{family}"
+    command = [sys.executable, str(REPO / "scripts" / "build_tiny_model.py"), str(out), "--family", family]
+    subprocess.run(command, check=True, capture_output=True)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "tiny-qwen25vl"
-    subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "build_tiny_model.py"), str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return build_tiny_model(tmp_path_factory, "qwen2.5-vl")
 
 
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory) -> Path:
-    """The tiny LLaVA-OneVision build (scripts/tiny_llava_onevision.py)."""
-    out = tmp_path_factory.mktemp("models") / "tiny-llava-onevision"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "build_tiny_model.py"),
-            str(out),
-            "--family",
-            "llava-onevision",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return build_tiny_model(tmp_path_factory, "llava-onevision")
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory) -> Path:
-    """The tiny Qwen3-VL build (scripts/tiny_qwen3_vl.py)."""
-    out = tmp_path_factory.mktemp("models") / "tiny-qwen3-vl"
-    subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "build_tiny_model.py"), str(out), "--family", "qwen3-vl"],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return build_tiny_model(tmp_path_factory, "qwen3-vl")

@@ -49,15 +49,15 @@ def test_there_is_a_default_and_a_gpu_config():
 def test_the_long_video_config_reserves_its_longest_video_in_the_engine():
     """The server's cap on unpruned tokens becomes the engine's `sharp_max_video_tokens`:
     its memory profile reserves that video's scoring pass, and it refuses longer ones."""
-    from server.engine import engine_hf_overrides
+    from server.engine import server_engine_args
     from server.settings import ServerSettings
 
     long = ServerSettings.from_yaml(Path(__file__).parents[1] / "configs" / "gpu-qwen25vl-7b-long.yaml")
     # The architecture named, so that its config is not read from the hub.
     arch = {"architecture": "SharpQwen2_5_VLForConditionalGeneration"}
     long = long.model_copy(update={"engine": long.engine.model_copy(update=arch)})
-    overrides = engine_hf_overrides(long)
+    overrides = server_engine_args(long)["hf_overrides"]
     assert overrides["sharp_max_video_tokens"] == long.media.max_video_tokens == 480000
     assert overrides["sharp_defaults"] == long.sharp
     default = ServerSettings.from_yaml(Path(__file__).parents[1] / "configs" / "default.yaml")
-    assert "sharp_max_video_tokens" not in engine_hf_overrides(default)  # no cap: no limit
+    assert "sharp_max_video_tokens" not in server_engine_args(default)["hf_overrides"]  # no cap: no limit

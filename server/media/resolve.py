@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import video
 from ..errors import InvalidRequest
 from ..metrics import ServerMetrics
 from ..schemas import ChatCompletionRequest, ContentPart
 from ..settings import ServerSettings
-from . import sources
+from . import sources, video
 from .store import FileStore
 
 

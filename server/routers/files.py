@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.formparsers import MultiPartException
 
-from .. import video
 from ..deps import Authorized, SettingsDep, StoreDep
 from ..errors import InvalidRequest, PayloadTooLarge, error_responses
+from ..media import video
 
 PURPOSES = ("user_data", "vision", "assistants")
 

@@ -9,6 +9,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+import torch
+
 V = TypeVar("V")
 
 
@@ -59,3 +61,15 @@ class BoundedStore(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def nested_tensor_bytes(value) -> int:
+    """Bytes of every tensor in a (nested) value: a cached tensor, a family's video input,
+    or a processor's output (whose field elements hold their tensor in `.data`)."""
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(nested_tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(nested_tensor_bytes(v) for v in value)
+    return nested_tensor_bytes(value.data) if hasattr(value, "data") else 0

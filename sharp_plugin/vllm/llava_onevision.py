@@ -28,7 +28,8 @@ from vllm.model_executor.models.llava_onevision import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from .model import SharpModelMixin
-from .processor import SharpProcessingInfoMixin, SharpProcessorMixin, device_normalization_kwargs, strip_sharp
+from .processor import SharpProcessingInfoMixin, SharpProcessorMixin, device_normalization_kwargs
+from .scoring_layout import MediaRows
 
 
 def pooled_frame_side(config) -> int:
@@ -42,32 +43,21 @@ class SharpLlavaOnevisionProcessingInfo(SharpProcessingInfoMixin, LlavaOnevision
 
 
 class SharpLlavaOnevisionMultiModalProcessor(SharpProcessorMixin, LlavaOnevisionMultiModalProcessor):
-    sharp_video_extra_embeds = 1  # the newline after the video
+    def sharp_never_pruned_rows(self, item) -> int:
+        return 1  # the newline after the video
 
-    def _apply_hf_processor_main(self, mm_items, hf_kwargs):
-        # vLLM's LLaVA-OneVision processor calls the HF processor itself, with these
-        # kwargs: `sharp` must not reach it (see strip_sharp), but the fields need it.
-        processed = super()._apply_hf_processor_main(mm_items, strip_sharp(hf_kwargs))
-        return self._add_sharp_fields(processed, hf_kwargs)
-
-    def _postprocess_hf_mm_data(self, mm_inputs, hf_processor_mm_kwargs, processed):
-        # The fields are added by _apply_hf_processor_main, which still sees `sharp`.
-        return LlavaOnevisionMultiModalProcessor._postprocess_hf_mm_data(
-            self, mm_inputs, hf_processor_mm_kwargs, processed
-        )
-
-    def _sharp_video_token_counts(self, processed) -> list[int] | None:
+    def sharp_video_token_counts(self, processed) -> list[int] | None:
         videos = processed.get("pixel_values_videos")
         if videos is None:
             return None
         per_frame = pooled_frame_side(self.info.get_hf_config()) ** 2
         return [len(video) * per_frame for video in videos]
 
-    def _sharp_num_images(self, processed) -> int:
+    def sharp_num_images(self, processed) -> int:
         sizes = processed.get("image_sizes")
         return 0 if sizes is None else len(sizes)
 
-    def _sharp_black_pixels(self) -> torch.Tensor:
+    def sharp_black_pixels(self) -> torch.Tensor:
         """One all-black frame, as the video processor normalises it. # [C, H, W] float32"""
         video_processor = self.info.get_hf_processor().video_processor
         side = self.info.get_hf_config().vision_config.image_size
@@ -86,50 +76,81 @@ class SharpLlavaOnevisionForConditionalGeneration(SharpModelMixin, LlavaOnevisio
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._sharp_init()
 
-    def _sharp_decoder(self) -> torch.nn.Module:
+    def sharp_decoder(self) -> torch.nn.Module:
         return self.language_model.model
 
-    def _sharp_video_grids(self, video_input) -> list[list[int]]:
+    def sharp_video_grids(self, video_input) -> list[list[int]]:
         side = pooled_frame_side(self.config)
         return [[len(video), side, side] for video in video_input["pixel_values_videos"]]
 
-    def _sharp_token_grid(self, grid) -> tuple[int, int, int]:
+    def sharp_token_grid(self, grid) -> tuple[int, int, int]:
         return grid[0], grid[1], grid[2]  # a group is one frame
 
-    def _sharp_split_video_output(self, embeddings: torch.Tensor):
-        rows = embeddings.reshape(-1, embeddings.shape[-1])
-        return rows[:-1], rows[-1:]
+    def sharp_video_t_scale(self, video_input, index: int) -> float:
+        return 1.0  # 1-D positions: time is not a position
 
-    def _sharp_image_outputs(self, image_input):
-        return [(emb, None) for emb in self._process_image_input(image_input)]
+    def sharp_video_subset(self, video_input, indices: Sequence[int]):
+        videos = video_input["pixel_values_videos"]
+        chosen = videos[list(indices)] if torch.is_tensor(videos) else [videos[i] for i in indices]
+        return self._parse_and_validate_video_input(pixel_values_videos=chosen)
+
+    def sharp_embed_videos(self, video_input) -> list[torch.Tensor]:
+        # The stock video path appends its newline row per call, so videos cannot be cut
+        # into chunks around it: the chunking is inside, per run of frames (below).
+        return list(self._process_video_input(video_input))
 
     def _process_video_input(self, video_input):
         return self._process_video_pixels(video_input)
 
     def _video_pixels_to_features(self, vision_tower, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The stock tower, projector and pooling over the frames, a chunk of frames at a
-        time (`sharp_tower_chunk_patches`), so that a long video's tower activations stay
+        """The stock tower, projector and pooling over the frames, a run of frames at a
+        time (`sharp_tower.chunk_patches`), so that a long video's tower activations stay
         bounded. Each frame is embedded alone (SigLIP per image, pooling per frame), so
-        the output is the same. The generic chunking (`_tower`) does not apply here: the
-        stock video output appends one newline row per call."""
+        the output is the same."""
         frames, _, height, width = pixel_values.shape
         patch = self.config.vision_config.patch_size
         per_frame = (height // patch) * (width // patch)
-        budget = self._sharp_tower_chunk_patches
+        budget = self.sharp_tower.chunk_patches
         step = max(1, budget // per_frame) if budget else frames
         stock = super()._video_pixels_to_features  # bound here: a comprehension has no zero-arg super()
         if frames <= step:
             return stock(vision_tower, pixel_values)
         return torch.cat([stock(vision_tower, chunk) for chunk in pixel_values.split(step)])
 
-    def _sharp_embed_black_video(self, grid_thw: Sequence[int], black_row: torch.Tensor) -> torch.Tensor:
-        frames = int(grid_thw[0])
-        tower = self.vision_tower
+    def sharp_split_video_output(self, embeddings: torch.Tensor):
+        rows = embeddings.reshape(-1, embeddings.shape[-1])
+        return rows[:-1], rows[-1:]
+
+    def sharp_image_outputs(self, image_input):
+        return [(emb, None) for emb in self._process_image_input(image_input)]
+
+    def sharp_embed_black_video(self, grid: Sequence[int], black_row: torch.Tensor) -> torch.Tensor:
+        frames = int(grid[0])
         pixels = black_row.to(device=self.image_newline.device, dtype=self.image_newline.dtype)
-        features = self._video_pixels_to_features(tower, pixels.unsqueeze(0).expand(frames, -1, -1, -1))
+        features = self._video_pixels_to_features(
+            self.vision_tower, pixels.unsqueeze(0).expand(frames, -1, -1, -1)
+        )
         return features.reshape(-1, features.shape[-1])
 
-    def _sharp_video_subset(self, video_input, indices: Sequence[int]):
-        videos = video_input["pixel_values_videos"]
-        chosen = videos[list(indices)] if torch.is_tensor(videos) else [videos[i] for i in indices]
-        return self._parse_and_validate_video_input(pixel_values_videos=chosen)
+    # ---- 1-D positions -----------------------------------------------------------------
+    def sharp_item_positions(self, grid, t_scale: float) -> None:
+        return None
+
+    def sharp_video_rows(self, video_input, index, grid, t_scale) -> tuple[None, None]:
+        return None, None
+
+    def sharp_item_output(self, visual, appended, item_positions, kept, rows):
+        """The kept rows, then the rows the family appends (the newline)."""
+        kept_rows = visual[kept.to(visual.device, non_blocking=True)]
+        return (kept_rows if appended is None else torch.cat([kept_rows, appended.to(kept_rows.dtype)])), kept
+
+    def sharp_media_rows(self, encoded, item_positions, kept_rows) -> MediaRows:
+        """Every row the item put in the prompt, at consecutive positions."""
+        count = encoded.shape[0]
+        return MediaRows(
+            rows=encoded, positions=torch.arange(count).unsqueeze(1).expand(-1, 3), next_offset=count
+        )
+
+    def sharp_sequence_positions(self, prefix_positions, item_positions, num_item_rows, num_after):
+        """The unpruned prompt's positions 0..L-1, as the model would see it unpruned."""
+        return torch.arange(prefix_positions.shape[1] + num_item_rows + num_after)

@@ -1,4 +1,4 @@
-"""Qwen3-VL: only what differs from Qwen2.5-VL (whose video and image hooks it shares).
+"""Qwen3-VL: only what differs from Qwen2.5-VL (qwen_family.py holds what they share).
 
 - A video's rows interleave text with its visual tokens: per temporal group, its
   timestamp ("<0.6 seconds>"), `<|vision_start|>`, the group's tokens, `<|vision_end|>`.
@@ -39,9 +39,9 @@ from vllm.multimodal.inputs import (
 
 from . import positions
 from .model import SharpModelMixin, enable_pruning_path
-from .processor import SharpProcessingInfoMixin, SharpProcessorMixin, strip_sharp
-from .qwen2_5_vl import QwenModelHooks, QwenProcessorHooks
-from .scoring_pass import ItemRows
+from .processor import SharpProcessingInfoMixin, SharpProcessorMixin
+from .qwen_family import QwenModelHooks, QwenProcessorHooks
+from .scoring_layout import ItemRows
 
 
 @lru_cache(maxsize=256)
@@ -114,19 +114,8 @@ class SharpQwen3VLProcessingInfo(SharpProcessingInfoMixin, Qwen3VLProcessingInfo
 
 
 class SharpQwen3VLMultiModalProcessor(QwenProcessorHooks, SharpProcessorMixin, Qwen3VLMultiModalProcessor):
-    def _apply_hf_processor_main(self, mm_items, hf_kwargs):
-        # vLLM's Qwen3-VL processor calls the HF processor itself, with these kwargs:
-        # `sharp` must not reach it (see strip_sharp), but the fields need it.
-        processed = super()._apply_hf_processor_main(mm_items, strip_sharp(hf_kwargs))
-        return self._add_sharp_fields(processed, hf_kwargs)
-
-    def _postprocess_hf_mm_data(self, mm_inputs, hf_processor_mm_kwargs, processed):
-        # The fields are added by _apply_hf_processor_main, which still sees `sharp`.
-        return Qwen3VLMultiModalProcessor._postprocess_hf_mm_data(
-            self, mm_inputs, hf_processor_mm_kwargs, processed
-        )
-
-    def _sharp_video_text_rows(self, item) -> int:
+    def sharp_never_pruned_rows(self, item) -> int:
+        """The video's timestamp text and vision-start/end rows, one set per group."""
         grid, timestamps = item["video_grid_thw"].data.tolist(), item["timestamps"].data
         ids = video_row_ids(self.info.get_hf_config(), self.info.get_tokenizer(), grid, timestamps)
         video_token = self.info.sharp_video_token_id
@@ -144,10 +133,13 @@ class SharpQwen3VLForConditionalGeneration(QwenModelHooks, SharpModelMixin, Qwen
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._sharp_init()
 
-    def _sharp_video_rows(self, video_input, index, grid, t_scale):
+    def sharp_video_t_scale(self, video_input, index: int) -> float:
+        return 1.0  # time is the timestamp text between groups, not a position
+
+    def sharp_video_rows(self, video_input, index, grid, t_scale):
         return video_rows(self.config, self._tokenizer, grid, video_input["timestamps"][index])
 
-    def _sharp_media_positions(self, mm_features) -> list[tuple[int, np.ndarray]]:
+    def sharp_media_positions(self, mm_features) -> list[tuple[int, np.ndarray]]:
         merge = self.config.vision_config.spatial_merge_size
         media = []
         for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):

@@ -3,11 +3,11 @@
 The decision is split between two processes:
 - the frontend (API server / `LLM` / in-process AsyncLLM) runs the processor and knows,
   per request, which videos it sent (their mm_hash) with which settings;
-- the worker runs `embed_multimodal` and knows N, k, the kept indices and the scoring
-  time. It keeps them in a bounded store keyed by mm_hash.
+- the worker runs `embed_multimodal` and writes each video's `VideoReport` into a
+  bounded store keyed by mm_hash.
 
 The join goes through vLLM's `collective_rpc` and a worker extension:
-    engine args: worker_extension_cls="sharp_plugin.vllm.reports.SharpWorkerExtension"
+    engine args: worker_extension_cls (sharp_plugin.recipe sets it)
     offline:     llm.collective_rpc("sharp_reports", args=(hashes,))
     AsyncLLM:    await engine.collective_rpc("sharp_reports", args=(hashes,))
 A request tags itself with `sharp.report_id` (kept out of every cache key); its
@@ -19,16 +19,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from sharp_plugin.report import VideoReport
+
 from .bounded_store import BoundedStore
 
 _MAX_ENTRIES = 8192
 
 
-# Frontend: report_id -> [{"mm_hash", "settings"}] per video of that request.
+# Frontend: report_id -> per video of that request, its mm_hash and the settings'
+# fields of its report (what the report says when the worker no longer holds it).
 FRONTEND_RECORDS: BoundedStore[list[dict[str, Any]]] = BoundedStore(_MAX_ENTRIES)
 
-# Worker: mm_hash -> the decision for that item (see SharpModelMixin._select_video).
+# Worker: mm_hash -> that item's VideoReport, dumped (what collective_rpc carries).
 WORKER_REPORTS: BoundedStore[dict[str, Any]] = BoundedStore(_MAX_ENTRIES)
+
+
+def frontend_record(mm_hash: str, settings) -> dict[str, Any]:
+    """One video's frontend record, from its (validated) SharpSettings."""
+    return {
+        "mm_hash": mm_hash,
+        "method": settings.method,
+        "retention": settings.retention,
+        "prune_layer": settings.prune_layer if settings.needs_scoring_pass else None,
+    }
 
 
 def merge_replies(replies: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -50,32 +63,12 @@ class SharpWorkerExtension:
         return {h: r for h, r in found.items() if r is not None}
 
 
-def join_report(
-    record: list[dict[str, Any]], worker_reports: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """One entry per video of the request: the frontend's settings plus the worker's
-    decision (None fields if the worker evicted it)."""
+def join_report(record: list[dict[str, Any]], worker_reports: dict[str, dict[str, Any]]) -> list[VideoReport]:
+    """One report per video of the request: the worker's, with the request's own
+    settings (items that prune nothing share one cache entry, and so one worker report,
+    whatever their request said), or the settings alone where the worker evicted it."""
     joined = []
     for item in record:
-        decision = worker_reports.get(item["mm_hash"], {})
-        settings = item["settings"]
-        joined.append(
-            {
-                "mm_hash": item["mm_hash"],
-                "method": settings["method"],
-                "retention": settings["retention"],
-                "prune_layer": item["prune_layer"],  # None when no scoring pass ran
-                "video_tokens": decision.get("num_tokens"),
-                "video_tokens_kept": decision.get("num_kept"),
-                "scoring_ms": decision.get("scoring_ms"),
-                "kept_indices": decision.get("kept_indices"),
-                "token_grid": decision.get("token_grid"),
-                "selection_id": decision.get("selection_id"),
-                "fallback": decision.get("fallback"),
-                "prior": decision.get("prior"),
-                "vision_cached": decision.get("vision_cached"),
-                "context_missing": decision.get("context_missing"),
-                "scored_with": decision.get("scored_with"),
-            }
-        )
+        settings = {k: v for k, v in item.items() if k != "mm_hash"}
+        joined.append(VideoReport.model_validate({**worker_reports.get(item["mm_hash"], {}), **settings}))
     return joined

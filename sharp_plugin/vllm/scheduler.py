@@ -8,7 +8,7 @@ stream waits for that step. vLLM says as much where it encodes pruned videos one
 time ("scheduler uses pruned vision tokens count to compare it versus compute budget
 which is incorrect", gpu_model_runner._execute_mm_encoder).
 
-This scheduler charges a ShaRP video its unpruned count (the item row's `num_tokens`),
+This scheduler charges a ShaRP video its unpruned count (the item row's `video_tokens`),
 so a step never embeds more visual tokens than the budget, which vLLM sizes to at
 least the largest item its memory profile ran. One item larger than the whole budget
 may still run alone in a step, so no request can starve. The encoder *cache* still
@@ -24,7 +24,7 @@ from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from .bounded_store import BoundedStore
-from .processor import read_item
+from .item_fields import ITEM_ROW, ItemRow
 
 # Unpruned counts by item identifier (mm_hash): a waiting request is re-examined at
 # every step, and reading the count parses the item's JSON row.
@@ -78,9 +78,9 @@ class _EncoderWorkBudget:
         count = self._sharp_unpruned_counts.get(feature.identifier)
         if count is None:
             data = feature.data
-            row = data.get("sharp_item") if data is not None else None
+            row = data.get(ITEM_ROW) if data is not None else None
             if row is not None:
-                count = read_item(row.data)["num_tokens"]
+                count = ItemRow.from_tensor(row.data).video_tokens
             else:
                 count = feature.mm_position.get_num_embeds()
             self._sharp_unpruned_counts.put(feature.identifier, count)

@@ -15,7 +15,6 @@ so every rank selects the same tokens.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,55 +22,21 @@ import torch
 from torch import nn
 
 from sharp_plugin.core import ScoringResult
-from sharp_plugin.core.masks import SegmentMask, Visibility, attention_mask, visibility
-from sharp_plugin.core.scores import mean_visual_scores, query_attention_sums
+from sharp_plugin.core.blocked_attention import (
+    DEFAULT_BUDGET,
+    BlockBudget,
+    blocked_attention,
+    query_attention_sums_blocked,
+)
+from sharp_plugin.core.masks import SegmentMask, Visibility, visibility
+from sharp_plugin.core.scores import mean_visual_scores
 
-# Memory: the pass runs outside vLLM's forward, so its scratch must stay bounded
-# whatever N is (and the profile run reserves it: see SharpModelMixin._profile_selection).
-# Everything that would be [rows, wide] or [H, rows, L] is computed in row blocks.
-_ROW_BLOCK = 1024  # rows per norm, projection and MLP call: [1024, 2 * intermediate] scratch at most
-# Per block of attention rows: two [H, rows, L] temporaries, float32 at most (logits, then
-# probabilities). Small blocks are also fast: at L = 4k and 4 heads, blocks of about 128
-# rows ran 3.8x faster than blocks of 2,000 on CPU (the logits stay in cache); a floor
-# of 64 rows keeps the number of calls sane on wide models (28 heads at L = 16k: 64 rows
-# is 235 MB of scratch).
-_SCRATCH_BYTES = 16 << 20
-_MIN_ROWS = 64
-_TEMPORARIES = 2
+from .scoring_layout import ItemLayout
 
-
-@dataclass(frozen=True)
-class ItemRows:
-    """An item whose prompt rows interleave text with its visual tokens (Qwen3-VL: each
-    temporal group after its timestamp text, between vision-start and vision-end). The
-    text rows are never pruned; in the scoring pass they belong to their group's segment."""
-
-    visual_rows: torch.Tensor  # [N] long: the row of each visual token within the item's R rows
-    text_rows: torch.Tensor  # [R - N] long: the other rows
-    text_ids: torch.Tensor  # [R - N] long: their token ids
-    groups: torch.Tensor  # [R] long: each row's temporal group (non-decreasing)
-
-    @property
-    def num_rows(self) -> int:
-        return self.visual_rows.numel() + self.text_rows.numel()
-
-
-@dataclass(frozen=True)
-class ItemLayout:
-    prefix_ids: torch.Tensor  # [P] long: prompt text before the video
-    suffix_ids: torch.Tensor  # [S] long: prompt text after the video
-    query_from: int  # first suffix row that is a query row (skips <|vision_end|>)
-    positions: torch.Tensor  # [3, P + R + S] long: the real prompt's M-RoPE positions ([P + R + S]: 1-D)
-    tokens_per_group: int  # visual tokens per temporal group (H * W after merging)
-    # Earlier media items in the prefix: (row of prefix_ids holding the item's slot token,
-    # its embeddings [m, D]); each slot row is replaced by those rows. `positions` counts
-    # the replaced rows.
-    prefix_media: tuple[tuple[int, torch.Tensor], ...] = ()
-    # Rows the family puts right after the visual tokens, never pruned and never query
-    # rows (LLaVA-OneVision's newline embedding) # [e, D], or None.
-    visual_tail: torch.Tensor | None = None
-    # The item's rows when they are not only its visual tokens (R = N otherwise).
-    item_rows: ItemRows | None = None
+# Rows per norm, projection and MLP call: [1024, 2 * intermediate] scratch at most. The
+# pass runs outside vLLM's forward, so its scratch must stay bounded whatever N is (and
+# the memory profile reserves it: see memory_profile.py).
+ROW_BLOCK = 1024
 
 
 class DecoderScoringPass:
@@ -84,15 +49,21 @@ class DecoderScoringPass:
         prune_layer: int,
         layout: ItemLayout,
         tp_size: int = 1,
+        budget: BlockBudget = DEFAULT_BUDGET,
     ):
         self.decoder = decoder
         self.prune_layer = prune_layer
         self.layout = layout
         self.tp_size = tp_size
+        self.budget = budget
 
     def __call__(self, visual: torch.Tensor, mask: SegmentMask) -> ScoringResult:
         (result,) = score_together(
-            self.decoder, self.prune_layer, [ScoringItem(self.layout, visual, mask)], self.tp_size
+            self.decoder,
+            self.prune_layer,
+            [ScoringItem(self.layout, visual, mask)],
+            self.tp_size,
+            self.budget,
         )
         return result
 
@@ -106,7 +77,11 @@ class ScoringItem:
 
 @torch.inference_mode()
 def score_together(
-    decoder: nn.Module, prune_layer: int, items: Sequence[ScoringItem], tp_size: int = 1
+    decoder: nn.Module,
+    prune_layer: int,
+    items: Sequence[ScoringItem],
+    tp_size: int = 1,
+    budget: BlockBudget = DEFAULT_BUDGET,
 ) -> list[ScoringResult]:
     """The scoring pass of several videos at once, each over its own [prefix | visual |
     query] sequence, all scored at the same layer K.
@@ -132,9 +107,9 @@ def score_together(
         visual, visual_deep = _split_deepstack(item.visual.to(prefix.dtype), width)
         suffix = embed(layout.suffix_ids.to(device, non_blocking=True))
         query_from = layout.query_from
-        if layout.visual_tail is not None:  # it opens the suffix; the query starts after it
-            suffix = torch.cat([layout.visual_tail.to(device=device, dtype=suffix.dtype), suffix])
-            query_from += layout.visual_tail.shape[0]
+        if layout.appended_rows is not None:  # they open the suffix; the query starts after them
+            suffix = torch.cat([layout.appended_rows.to(device=device, dtype=suffix.dtype), suffix])
+            query_from += layout.appended_rows.shape[0]
         rows, visual_index, groups = layout.item_rows, None, None
         if rows is not None:  # text rows inside the item: scatter both kinds into place
             visual_index = rows.visual_rows.to(device, non_blocking=True)
@@ -182,8 +157,10 @@ def score_together(
                 _write_rows(residual, rows, added)
             q[rows], k[rows], v[rows] = _project_qkv(attn, h, positions[..., rows])
         if index == prune_layer:
-            return _scores_at_layer_k(attn, q.transpose(0, 1), k.transpose(0, 1), residual, spans, tp_size)
-        _attend_spans(attn, q, k, v, spans)
+            return _scores_at_layer_k(
+                attn, q.transpose(0, 1), k.transpose(0, 1), residual, spans, tp_size, budget
+            )
+        _attend_spans(attn, q, k, v, spans, budget)
         attended = q.view(seq_len, -1)
         if x is None:
             x = torch.empty_like(residual)
@@ -201,12 +178,16 @@ def score_together(
     raise AssertionError("unreachable: the loop returns at prune_layer")
 
 
-def _attend_spans(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Sequence[_Span]) -> None:
+def _attend_spans(
+    attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Sequence[_Span], budget: BlockBudget
+) -> None:
     """Each video's attention over its own rows, written over Q's rows (each block of rows
     is read before it is written, and no other block reads it), in o_proj's input layout."""
     for span in spans:
         span_q, span_k, span_v = (t[span.rows].transpose(0, 1) for t in (q, k, v))
-        _attention(span_q, span_k, span_v, attn.scaling, span.visibility, out=q[span.rows])
+        blocked_attention(
+            span_q, span_k, span_v, attn.scaling, span.visibility, out=q[span.rows], budget=budget
+        )
 
 
 @dataclass(frozen=True)
@@ -237,13 +218,16 @@ class _Span:
         return item if self.visual_index is None else item[self.visual_index]
 
 
-def _scores_at_layer_k(attn, q, k, residual, spans: Sequence[_Span], tp_size: int) -> list[ScoringResult]:
+def _scores_at_layer_k(
+    attn, q, k, residual, spans: Sequence[_Span], tp_size: int, budget: BlockBudget
+) -> list[ScoringResult]:
     """Each video's query attention to its visual tokens at layer K, and their hidden
     states entering layer K (`residual`, after the fused add)."""
     sums = []
     for span in spans:
         rows = torch.arange(span.first_query_row, span.length, device=q.device)
-        sums.append(_query_attention_sums(q[:, span.rows], k[:, span.rows], rows, attn.scaling))  # [L_i]
+        span_q, span_k = q[:, span.rows], k[:, span.rows]
+        sums.append(query_attention_sums_blocked(span_q, span_k, rows, attn.scaling, budget))  # [L_i]
     if tp_size > 1:  # one all-reduce for every video's per-head sums
         from vllm.distributed import tensor_model_parallel_all_reduce
 
@@ -327,7 +311,7 @@ def _project_qkv(attn: nn.Module, h: torch.Tensor, positions: torch.Tensor):
 
 
 def _row_blocks(num_rows: int):
-    return (slice(start, start + _ROW_BLOCK) for start in range(0, num_rows, _ROW_BLOCK))
+    return (slice(start, start + ROW_BLOCK) for start in range(0, num_rows, ROW_BLOCK))
 
 
 def _write_rows(target: torch.Tensor, rows: slice, value: torch.Tensor) -> None:
@@ -335,125 +319,3 @@ def _write_rows(target: torch.Tensor, rows: slice, value: torch.Tensor) -> None:
     update the residual in place; the native path returns a new tensor)."""
     if value.data_ptr() != target[rows].data_ptr():
         target[rows] = value
-
-
-def _rows_per_block(num_heads: int, num_cols: int) -> int:
-    return max(_MIN_ROWS, _SCRATCH_BYTES // (_TEMPORARIES * 4 * num_heads * max(1, num_cols)))
-
-
-def _block_stop(start: int, limit: int, ends: list[int], skipped: int, cells: int) -> int:
-    """The end of the block of attention rows from `start`: as many rows, up to `limit`,
-    as keep rows x reached columns within `cells` (at least _MIN_ROWS rows). A block
-    reaches the columns up to its last row's end (ends never decrease along the rows),
-    less the `skipped` columns between the prefix and a local segment, so the cost grows
-    with the block and bisection finds its largest size. Sizing by the first row alone
-    let a block of short early rows run to the end of the video: a [rows, L] block."""
-
-    def cost(stop: int) -> int:
-        return (stop - start) * (ends[stop - 1] + 1 - skipped)
-
-    if cost(limit) <= cells:
-        return limit
-    fits, too_big = min(start + _MIN_ROWS, limit), limit
-    if cost(fits) > cells:
-        return fits
-    while too_big - fits > 1:
-        middle = (fits + too_big) // 2
-        fits, too_big = (middle, too_big) if cost(middle) <= cells else (fits, middle)
-    return fits
-
-
-def _query_attention_sums(q, k, rows: torch.Tensor, scale: float) -> torch.Tensor:
-    """query_attention_sums over the query rows, in blocks of rows. # [L] float32"""
-    step = _rows_per_block(q.shape[0], k.shape[1])
-    sums = torch.zeros(k.shape[1], dtype=torch.float32, device=k.device)
-    for start in range(0, rows.numel(), step):
-        block = rows[start : start + step]
-        sums += query_attention_sums(q[:, block], k, block, scale)
-    return sums
-
-
-def _attention(
-    q, k, v, scale: float, seen: Visibility | torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Attention over all rows, each row seeing the columns its `seen` allows (causal,
-    block-causal or segment-local; a tensor is the rows' last visible columns, causal
-    style). # [H, L, d] in q's dtype, written into `out` ([L, H, d]) if given
-
-    Plain matmuls in the model's dtype, as the real forward's attention kernels run them
-    (bf16 inputs, fp32 accumulation): on CPU, float32 copies made this 3x slower for a
-    0.4% -> 0.16% relative error that the ranking does not need. Rows go in blocks, so a
-    block's logits ([H, rows, columns]) stay under the scratch budget whatever L is, and
-    each block computes only the columns its rows can reach: up to the block's largest
-    end, and, when every row of the block is segment-local, only the prefix and the
-    columns from the block's first segment on. So under the segment-local mask a row
-    costs O(prefix + segment), not O(L), and the pass is linear in the video's length.
-    Only the columns that some row of the block cannot see are masked: in a causal or
-    block-causal layout every row sees all columns before the block's smallest `end`,
-    so the mask is a [rows, <= rows] strip, not [rows, L]. Grouped-query heads are viewed
-    as [H_kv, G * rows] rows of their KV head, so K and V are never copied per head
-    (except a segment-local block's gathered columns). SDPA is not used: with any mask
-    (and even with is_causal + enable_gqa) it ran 4-10x slower than this on CPU in
-    torch 2.13.
-    """
-    num_heads, seq_len, head_dim = q.shape
-    num_kv_heads = k.shape[0]
-    group = num_heads // num_kv_heads
-    if isinstance(seen, torch.Tensor):
-        seen = Visibility(torch.zeros_like(seen), seen, 0)
-    keys_t = k.transpose(1, 2).contiguous()  # [H_kv, d, L]: one copy per layer, not per block
-    q_grouped = q.view(num_kv_heads, group, seq_len, head_dim)
-    if out is None:
-        out = q.new_empty(seq_len, num_heads, head_dim)
-    target = out.permute(1, 0, 2).view(num_kv_heads, group, seq_len, head_dim)  # a view: writes land in out
-    # The block bounds below are host ints: read from host copies.
-    end, begin, prefix = seen.end.cpu(), seen.begin.cpu(), seen.prefix_len
-    # The masks are built from device copies, made once without waiting on the device.
-    end_on_device = end.to(q.device, non_blocking=True)
-    begin_on_device = begin.to(q.device, non_blocking=True)
-    # A block never mixes segment-local rows with rows that see everything (the query):
-    # such a block would compute all L columns for every one of its rows. Nor does it
-    # span two segments of local rows: it would compute the columns of every segment in
-    # between, all of them masked.
-    local = begin > prefix
-    changes = (local[1:] != local[:-1]) | (local[1:] & (begin[1:] != begin[:-1]))
-    breaks = (torch.nonzero(changes).flatten() + 1).tolist() + [seq_len]
-    cells = _SCRATCH_BYTES // (_TEMPORARIES * 4 * num_heads)  # logits per block: rows x columns
-    ends = end.tolist()
-    start = 0
-    while start < seq_len:
-        limit = breaks[bisect.bisect_right(breaks, start)]
-        stop = _block_stop(start, limit, ends, max(0, int(begin[start]) - prefix), cells)
-        rows = stop - start
-        block_end, block_begin = end[start:stop], begin[start:stop]
-        reach = int(block_end.max()) + 1  # no row of the block sees past this
-        block = q_grouped[:, :, start:stop].reshape(num_kv_heads, group * rows, head_dim) * scale
-        skips = bool((block_begin > prefix).any())  # some row skips columns after the prefix
-        low = max(prefix, int(block_begin.min()))  # no row of the block sees [prefix, low)
-        if low > prefix:  # every row is segment-local: gather the prefix and [low, reach)
-            columns = torch.cat(
-                [torch.arange(prefix, device=q.device), torch.arange(low, reach, device=q.device)]
-            )
-            keys, values = keys_t[:, :, columns], v[:, columns]
-        else:
-            columns, keys, values = None, keys_t[:, :, :reach], v[:, :reach]
-        logits = torch.bmm(block, keys)  # [H_kv, G*rows, columns]
-        if skips:
-            cols = columns if columns is not None else torch.arange(reach, device=q.device)
-            block_seen = Visibility(begin_on_device[start:stop], end_on_device[start:stop], prefix)
-            hidden = ~block_seen.mask(cols, q.device)  # [rows, columns]
-            logits.view(num_kv_heads, group, rows, -1).masked_fill_(hidden, float("-inf"))
-        else:
-            seen_all = int(block_end.min()) + 1  # every row of the block sees the columns before this
-            if reach > seen_all:
-                strip = reach - seen_all
-                hidden = ~attention_mask(
-                    end_on_device[start:stop] - seen_all, strip, q.device
-                )  # [rows, strip]
-                logits.view(num_kv_heads, group, rows, reach)[..., seen_all:].masked_fill_(
-                    hidden, float("-inf")
-                )
-        probs = logits.softmax(dim=-1)
-        target[:, :, start:stop] = torch.bmm(probs, values).view(num_kv_heads, group, rows, head_dim)
-        start = stop
-    return out.permute(1, 0, 2)

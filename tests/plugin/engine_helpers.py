@@ -49,11 +49,16 @@ def new_report_id() -> str:
 
 
 def report(llm, report_id):
-    """The joined frontend + worker report for one request (offline engine)."""
+    """Each video's VideoReport for one request, joined as the server joins them."""
+    worker = llm.collective_rpc("sharp_reports", args=(cache_hashes(report_id),))[0]
+    return join_report(FRONTEND_RECORDS.get(report_id), worker)
+
+
+def cache_hashes(report_id) -> list[str]:
+    """The cache hash of each video of one request, as its frontend record holds them."""
     record = FRONTEND_RECORDS.get(report_id)
     assert record is not None, f"no frontend record for {report_id}"
-    worker = llm.collective_rpc("sharp_reports", args=([item["mm_hash"] for item in record],))[0]
-    return join_report(record, worker)
+    return [item["mm_hash"] for item in record]
 
 
 # Checks every family's tests run the same way (tests/plugin/test_<family>.py): each
@@ -72,7 +77,7 @@ def check_counts_shrink_exactly(llm, make_request, method, num_tokens, placehold
         kept = kept_count(retention, num_tokens)
         assert placeholders_of(output) == kept + extra_rows, "kept tokens and the never-pruned rows"
         (entry,) = report(llm, rid)
-        assert (entry["video_tokens"], entry["video_tokens_kept"], entry["fallback"]) == (
+        assert (entry.video_tokens, entry.video_tokens_kept, entry.fallback) == (
             num_tokens,
             kept,
             None,
@@ -90,7 +95,7 @@ def check_new_question_new_selection(llm, make_request, questions):
         (entry,) = report(llm, rid)
         entries.append(entry)
     first, same, other = entries
-    assert same["selection_id"] == first["selection_id"], "the same request reuses the cached selection"
-    assert other["selection_id"] != first["selection_id"]
-    assert other["vision_cached"] is True, "a new question on a known video skips the tower"
-    assert other["kept_indices"] != first["kept_indices"]
+    assert same.selection_id == first.selection_id, "the same request reuses the cached selection"
+    assert other.selection_id != first.selection_id
+    assert other.vision_cached is True, "a new question on a known video skips the tower"
+    assert other.selection.kept_indices != first.selection.kept_indices

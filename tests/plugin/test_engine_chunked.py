@@ -32,8 +32,8 @@ def test_pruned_chunked_equals_unchunked(sharp_llm, sharp_llm_chunked, settings)
     (chunked,) = generate(sharp_llm_chunked, request(prompt, media, settings, rid_chunked), max_tokens=8)
     assert len(chunked.prompt_token_ids) > CHUNK_TOKENS, "the prompt must span several chunks"
     assert (
-        report(sharp_llm, rid_whole)[0]["kept_indices"]
-        == report(sharp_llm_chunked, rid_chunked)[0]["kept_indices"]
+        report(sharp_llm, rid_whole)[0].selection.kept_indices
+        == report(sharp_llm_chunked, rid_chunked)[0].selection.kept_indices
     )
     assert chunked.prompt_token_ids == whole.prompt_token_ids
     assert chunked.outputs[0].token_ids == whole.outputs[0].token_ids

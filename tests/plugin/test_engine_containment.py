@@ -18,7 +18,7 @@ QUESTION = chat_prompt("<video>", "What is shown?")
 
 
 def _break_selection(worker) -> None:
-    import sharp_plugin.vllm.model as model
+    import sharp_plugin.vllm.video_selection as model
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure")
@@ -28,7 +28,7 @@ def _break_selection(worker) -> None:
 
 
 def _restore_selection(worker) -> None:
-    import sharp_plugin.vllm.model as model
+    import sharp_plugin.vllm.video_selection as model
 
     model.select_tokens = model._saved_select_tokens
 
@@ -46,19 +46,19 @@ def test_a_failing_selection_falls_back_and_the_engine_keeps_serving(sharp_llm):
         sharp_llm.collective_rpc(_restore_selection)
     assert video_pads(output, tokenizer) == k and len(output.outputs[0].token_ids) > 0
     (broken,) = report(sharp_llm, broken_id)
-    assert "RuntimeError: injected failure" in broken["fallback"]
-    assert broken["kept_indices"] == uniform_indices(N, k).tolist()
+    assert "RuntimeError: injected failure" in broken.fallback
+    assert broken.selection.kept_indices == uniform_indices(N, k).tolist()
 
     healthy_id = new_report_id()
     generate(sharp_llm, request(QUESTION, {"video": noise_video(41)}, {"retention": 0.25}, healthy_id))
     (healthy,) = report(sharp_llm, healthy_id)
-    assert healthy["fallback"] is None and healthy["video_tokens_kept"] == k
-    assert healthy["kept_indices"] != uniform_indices(N, k).tolist()
+    assert healthy.fallback is None and healthy.video_tokens_kept == k
+    assert healthy.selection.kept_indices != uniform_indices(N, k).tolist()
 
 
 def _embed_profiling_dummy(worker):
     """What vLLM's profile_run does with the encoder, with a spy on the selections."""
-    import sharp_plugin.vllm.model as model
+    import sharp_plugin.vllm.video_selection as model
 
     runner = worker.model_runner
     calls = []

@@ -6,7 +6,7 @@ import pytest
 from sharp_plugin.core import kept_count
 
 from ..media import chat_prompt, noise_image, noise_video
-from .engine_helpers import generate, new_report_id, report, request, video_pads
+from .engine_helpers import cache_hashes, generate, new_report_id, report, request, video_pads
 
 pytestmark = pytest.mark.engine
 
@@ -50,7 +50,7 @@ def test_each_video_of_a_request_is_pruned_with_its_own_count(sharp_llm):
     )
     assert video_pads(output, tokenizer) == kept_count(0.25, 512) + kept_count(0.25, 256)
     entries = report(sharp_llm, rid)
-    assert [(e["video_tokens"], e["video_tokens_kept"]) for e in entries] == [(512, 128), (256, 64)]
+    assert [(e.video_tokens, e.video_tokens_kept) for e in entries] == [(512, 128), (256, 64)]
 
 
 def test_each_video_selection_sees_the_media_before_it(sharp_llm):
@@ -64,8 +64,8 @@ def test_each_video_selection_sees_the_media_before_it(sharp_llm):
         rid = new_report_id()
         generate(sharp_llm, request(prompt, {**media, earlier_key[0]: earlier_key[1]}, settings, rid))
         entries = report(sharp_llm, rid)
-        assert entries[-1]["context_missing"] == 0
-        return entries[-1]["kept_indices"]
+        assert entries[-1].context_missing == 0
+        return entries[-1].selection.kept_indices
 
     two_videos = chat_prompt("<video>", "<video>", "What happens?")
     a, b = (later_selection(two_videos, {}, ("video", [noise_video(seed), later])) for seed in (52, 53))
@@ -92,13 +92,13 @@ def test_report_crosses_the_process_boundary(sharp_llm):
         ],
     )
     (scored,) = report(sharp_llm, rid_sharp)
-    assert scored["method"] == "sharp" and scored["prune_layer"] == 1
-    assert (scored["video_tokens"], scored["video_tokens_kept"]) == (512, 128)
-    assert scored["scoring_ms"] > 0
-    kept = scored["kept_indices"]
+    assert scored.method == "sharp" and scored.prune_layer == 1
+    assert (scored.video_tokens, scored.video_tokens_kept) == (512, 128)
+    assert scored.scoring_ms > 0
+    kept = scored.selection.kept_indices
     assert len(kept) == 128 and kept == sorted(set(kept)) and kept[0] >= 0 and kept[-1] < N
     (uniform,) = report(sharp_llm, rid_uniform)
-    assert (uniform["video_tokens_kept"], uniform["scoring_ms"]) == (kept_count(0.1, N), 0.0)
+    assert (uniform.video_tokens_kept, uniform.scoring_ms) == (kept_count(0.1, N), 0.0)
 
 
 def test_same_video_new_question_gets_a_fresh_selection(sharp_llm):
@@ -110,8 +110,8 @@ def test_same_video_new_question_gets_a_fresh_selection(sharp_llm):
     )
     generate(sharp_llm, request(chat_prompt("<video>", "Who is there?"), {"video": video}, settings, second))
     (a,), (b,) = report(sharp_llm, first), report(sharp_llm, second)
-    assert a["mm_hash"] != b["mm_hash"]
-    assert b["selection_id"] != a["selection_id"], "the second question must run its own selection"
+    assert cache_hashes(first) != cache_hashes(second)
+    assert b.selection_id != a.selection_id, "the second question must run its own selection"
     # Other settings on the same video and question: also a fresh selection.
     other = new_report_id()
     generate(
@@ -124,7 +124,8 @@ def test_same_video_new_question_gets_a_fresh_selection(sharp_llm):
         ),
     )
     (c,) = report(sharp_llm, other)
-    assert c["mm_hash"] not in (a["mm_hash"], b["mm_hash"]) and c["video_tokens_kept"] == 256
+    assert cache_hashes(other)[0] not in cache_hashes(first) + cache_hashes(second)
+    assert c.video_tokens_kept == 256
 
 
 def test_query_rows_come_from_user_text_never_from_the_template_alone(sharp_llm):
@@ -137,9 +138,7 @@ def test_query_rows_come_from_user_text_never_from_the_template_alone(sharp_llm)
     (output,) = generate(
         sharp_llm, request(chat_prompt("Who is there?", "<video>"), {"video": video}, settings, rid)
     )
-    assert (
-        video_pads(output, sharp_llm.get_tokenizer()) == 128 and report(sharp_llm, rid)[0]["scoring_ms"] > 0
-    )
+    assert video_pads(output, sharp_llm.get_tokenizer()) == 128 and report(sharp_llm, rid)[0].scoring_ms > 0
     for prompt in (chat_prompt("<video>"), chat_prompt("<video>", " \n ")):
         with pytest.raises(ValueError, match=r"sharp\.method: .*no user text"):
             generate(sharp_llm, request(prompt, {"video": video}, settings))
@@ -157,8 +156,8 @@ def test_identical_requests_share_cached_work(sharp_llm):
     generate(sharp_llm, request(prompt, {"video": video}, settings, first))
     (output,) = generate(sharp_llm, request(prompt, {"video": video}, settings, second))
     (a,), (b,) = report(sharp_llm, first), report(sharp_llm, second)
-    assert a["mm_hash"] == b["mm_hash"]
-    assert b["selection_id"] == a["selection_id"], "no second selection for an identical request"
+    assert cache_hashes(first) == cache_hashes(second)
+    assert b.selection_id == a.selection_id, "no second selection for an identical request"
     assert output.num_cached_tokens > 0, "the prefix cache should serve the pruned prompt"
 
 
@@ -207,7 +206,7 @@ def test_the_generic_prior_is_shared_across_questions_and_the_question_prior_is_
             video = {"video": noise_video(first_video + offset)}
             generate(sharp_llm, request(chat_prompt("<video>", question), video, settings, rid))
             (entry,) = report(sharp_llm, rid)
-            statuses.append(entry["prior"])
+            statuses.append(entry.prior)
         return statuses
 
     assert priors("generic", 60) == ["computed", "cached", "cached"]
@@ -239,8 +238,8 @@ def test_a_follow_up_question_on_a_known_video_skips_the_vision_tower(sharp_llm)
         rid = new_report_id()
         generate(sharp_llm, request(chat_prompt("<video>", question), video, settings, rid))
         (entry,) = report(sharp_llm, rid)
-        statuses.append(entry["vision_cached"])
-        kept.append(entry["kept_indices"])
+        statuses.append(entry.vision_cached)
+        kept.append(entry.selection.kept_indices)
     (runs,) = sharp_llm.collective_rpc(_vision_tower_runs)
     assert statuses == [False, True, True]
     assert runs == 1, "the tower ran once, for the first question"
@@ -251,7 +250,7 @@ def test_a_follow_up_question_on_a_known_video_skips_the_vision_tower(sharp_llm)
         sharp_llm,
         request(chat_prompt("<video>", "What colour is it?"), {"video": noise_video(81)}, settings, rid),
     )
-    assert report(sharp_llm, rid)[0]["vision_cached"] is False
+    assert report(sharp_llm, rid)[0].vision_cached is False
     assert sharp_llm.collective_rpc(_vision_tower_runs) == [2]
 
 

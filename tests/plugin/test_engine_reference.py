@@ -51,10 +51,10 @@ SETTINGS = {
 }  # fmt: skip
 
 
-def token_grid(grid_thw: list[int]) -> list[int]:
+def token_grid(grid_thw: list[int]) -> tuple[int, int, int]:
     """The report's token grid for an HF video grid (2 x 2 patches merged per token)."""
     t, h, w = grid_thw
-    return [t, h // 2, w // 2]
+    return t, h // 2, w // 2
 
 
 GENERIC_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -84,9 +84,9 @@ def test_kept_indices_match_an_outside_reference(sharp_llm_fp32, reference, name
     (inside,) = report(sharp_llm_fp32, rid)
 
     outside, grid = _kept_outside(reference, prompt, frames, metadata, settings)
-    assert token_grid(grid) == inside["token_grid"]
-    assert inside["kept_indices"] == outside
-    assert (inside["prior"] is not None) == (SharpSettings(**settings).effective().debias == "black")
+    assert token_grid(grid) == inside.selection.token_grid
+    assert inside.selection.kept_indices == outside
+    assert (inside.prior is not None) == (SharpSettings(**settings).effective().debias == "black")
 
 
 def _kept_outside(reference, prompt, frames, metadata, settings) -> tuple[list[int], list[int]]:
@@ -181,10 +181,10 @@ def test_videos_arriving_together_are_scored_in_one_packed_pass_and_each_matches
     packed = 0
     for index, (prompt, frames, metadata, settings, rid) in enumerate(cases):
         (inside,) = report(sharp_llm_fp32, rid)
-        assert inside["vision_cached"] is (index == known)
-        packed += inside["scored_with"] > 1
+        assert inside.vision_cached is (index == known)
+        packed += inside.scored_with > 1
         outside, _ = _kept_outside(reference, prompt, frames, metadata, settings)
-        assert inside["kept_indices"] == outside, settings
+        assert inside.selection.kept_indices == outside, settings
     assert packed >= 2, "no two videos shared a packed scoring pass"
 
 
@@ -219,8 +219,8 @@ def test_pruned_prefill_equals_a_reference_forward_over_the_kept_tokens(
     vllm_logprobs = prompt_logprobs(output)
 
     prefix, _, grid, t_scale, visual, _ = reference.prepare(prompt, frames, metadata["fps"])
-    kept = torch.tensor(inside["kept_indices"])
-    assert token_grid(grid) == inside["token_grid"]
+    kept = torch.tensor(inside.selection.kept_indices)
+    assert token_grid(grid) == inside.selection.token_grid
     assert video_pads(output, llm.get_tokenizer()) == kept.numel() == 128
     expected = reference.prompt_logprobs(ids, len(prefix), visual, kept, grid, t_scale)
     torch.testing.assert_close(vllm_logprobs, expected, atol=tolerance, rtol=0)

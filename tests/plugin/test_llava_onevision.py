@@ -104,7 +104,7 @@ def test_kept_indices_match_an_outside_reference(sharp_llava_llm, reference, nam
     rid = new_report_id()
     generate(sharp_llava_llm, request(llava_prompt(), {"video": media}, settings, rid))
     (inside,) = report(sharp_llava_llm, rid)
-    assert inside["fallback"] is None
+    assert inside.fallback is None
 
     prefix, suffix, visual, newline, black, per_frame = reference.prepare(llava_prompt(), frames)
     parsed = SharpSettings(**settings)
@@ -112,7 +112,7 @@ def test_kept_indices_match_an_outside_reference(sharp_llava_llm, reference, nam
     outside = select_tokens(
         parsed, visual, scorer, lambda frames_per_segment: scorer(black, frames_per_segment).scores
     )
-    assert inside["kept_indices"] == outside.kept.tolist()
+    assert inside.selection.kept_indices == outside.kept.tolist()
 
 
 @pytest.mark.parametrize("name", ["fastv", "sharp, mean prior, divide, layer 1"])
@@ -127,7 +127,7 @@ def test_a_later_video_is_scored_after_the_earlier_videos_kept_tokens(sharp_llav
     rid = new_report_id()
     generate(sharp_llava_llm, request(prompt, {"video": [first, second]}, settings, rid))
     inside_a, inside_b = report(sharp_llava_llm, rid)
-    assert (inside_a["context_missing"], inside_b["context_missing"]) == (0, 0)
+    assert (inside_a.context_missing, inside_b.context_missing) == (0, 0)
 
     ids = reference.processor.tokenizer(prompt)["input_ids"]
     at = ids.index(reference.config.video_token_index)  # the first video; the second is at + 1
@@ -142,9 +142,9 @@ def test_a_later_video_is_scored_after_the_earlier_videos_kept_tokens(sharp_llav
         return select_tokens(parsed, visual, scorer).kept
 
     kept_a = kept(ids[:at], visual_a)
-    assert inside_a["kept_indices"] == kept_a.tolist()
+    assert inside_a.selection.kept_indices == kept_a.tolist()
     prefix_b = torch.cat([reference.embed(ids[:at]), visual_a[kept_a], newline])
-    assert inside_b["kept_indices"] == kept(prefix_b, visual_b).tolist()
+    assert inside_b.selection.kept_indices == kept(prefix_b, visual_b).tolist()
 
 
 # Measured on the tiny model (max |difference| over the prompt): fp32 engine 5e-7, bf16
@@ -173,7 +173,7 @@ def test_pruned_prefill_equals_a_reference_forward_at_consecutive_positions(
         engine_helpers.request(llava_prompt(), {"video": media}, {"method": "sharp", "retention": 0.25}, rid),
     )
     (inside,) = report(llm, rid)
-    kept = torch.tensor(inside["kept_indices"])
+    kept = torch.tensor(inside.selection.kept_indices)
     ids = list(output.prompt_token_ids)
     prefix, _, visual, newline, _, _ = reference.prepare(llava_prompt(), frames)
     served = prompt_logprobs(output)
@@ -227,7 +227,7 @@ def test_the_vision_tower_in_chunks_of_frames_changes_nothing(sharp_llava_llm):
                 sharp_llava_llm, request(llava_prompt(), media, settings, report_id), max_tokens=8
             )
             outputs.append(output)
-            kept.append(report(sharp_llava_llm, report_id)[0]["kept_indices"])
+            kept.append(report(sharp_llava_llm, report_id)[0].selection.kept_indices)
             (frames,) = sharp_llava_llm.collective_rpc(_spy_on_tower_frames, args=(True,))
             calls.append(frames)
     finally:
@@ -245,18 +245,18 @@ def test_the_vision_tower_in_chunks_of_frames_changes_nothing(sharp_llava_llm):
 def _set_tower_chunk_frames(worker, frames: int | None) -> None:
     """Chunks of `frames` frames (0: whole), with the vision cache off, so that every
     run embeds the video; None: the engine's defaults and its cache again."""
-    from sharp_plugin.vllm import model as sharp_model
+    from sharp_plugin.vllm.vision_tower import DEFAULT_CHUNK_PATCHES
 
-    model = worker.model_runner.model
+    tower = worker.model_runner.model.sharp_tower
     if frames is None:  # the engine as it was, for the tests after this one
-        model._sharp_tower_chunk_patches = sharp_model._TOWER_CHUNK_PATCHES
-        model._sharp_vision_cache = model._test_vision_cache
+        tower.chunk_patches = DEFAULT_CHUNK_PATCHES
+        tower.cache = tower._test_cache
         return
-    if not hasattr(model, "_test_vision_cache"):
-        model._test_vision_cache = model._sharp_vision_cache
-    model._sharp_vision_cache = None
-    vision = model.config.vision_config
-    model._sharp_tower_chunk_patches = frames * (vision.image_size // vision.patch_size) ** 2
+    if not hasattr(tower, "_test_cache"):
+        tower._test_cache = tower.cache
+    tower.cache = None
+    vision = worker.model_runner.model.config.vision_config
+    tower.chunk_patches = frames * (vision.image_size // vision.patch_size) ** 2
 
 
 def _spy_on_tower_frames(worker, on: bool) -> list[int]:

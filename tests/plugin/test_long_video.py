@@ -9,8 +9,8 @@ import pytest
 
 from sharp_plugin.core import kept_count
 
+from ..engines import engine_fixture
 from ..media import chat_prompt, noise_video
-from .conftest import _shutdown, make_llm
 from .engine_helpers import generate, new_report_id, report, request
 
 pytestmark = pytest.mark.engine
@@ -24,17 +24,13 @@ VIDEO_TOKENS = 8192  # 256 frames of 224^2 (the tiny build's pixel budget): 128 
 CHUNK_PATCHES = 16 * 16 * 16
 
 
-@pytest.fixture(scope="module")
-def short_context_llm(tiny_model_dir):
-    llm = make_llm(
-        tiny_model_dir,
-        sharp=True,
-        dtype="float32",
-        max_model_len=CONTEXT,
-        sharp_config={"sharp_tower_chunk_patches": CHUNK_PATCHES, "sharp_max_video_tokens": VIDEO_TOKENS},
-    )
-    yield llm
-    _shutdown(llm)
+short_context_llm = engine_fixture(
+    "tiny_model_dir",
+    scope="module",
+    dtype="float32",
+    max_model_len=CONTEXT,
+    sharp_config={"sharp_tower_chunk_patches": CHUNK_PATCHES, "sharp_max_video_tokens": VIDEO_TOKENS},
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +49,8 @@ def test_a_video_eight_times_the_context_is_served_when_its_kept_tokens_fit(
     report_id = new_report_id()
     (output,) = generate(short_context_llm, request(PROMPT, long_video, settings, report_id))
     (entry,) = report(short_context_llm, report_id)
-    assert entry["video_tokens"] == VIDEO_TOKENS >= 8 * CONTEXT
-    assert entry["video_tokens_kept"] == kept_count(0.1, VIDEO_TOKENS) == len(entry["kept_indices"])
+    assert entry.video_tokens == VIDEO_TOKENS >= 8 * CONTEXT
+    assert entry.video_tokens_kept == kept_count(0.1, VIDEO_TOKENS) == len(entry.selection.kept_indices)
     assert len(output.prompt_token_ids) <= CONTEXT and output.outputs[0].token_ids
 
 
@@ -100,7 +96,7 @@ def test_the_vision_tower_in_chunks_of_frame_groups_changes_nothing(short_contex
                 short_context_llm, request(prompt, short_then_long, settings, report_id), max_tokens=8
             )
             outputs.append(output)
-            kept.append([entry["kept_indices"] for entry in report(short_context_llm, report_id)])
+            kept.append([entry.selection.kept_indices for entry in report(short_context_llm, report_id)])
             (groups,) = short_context_llm.collective_rpc(_tower_groups)
             runs.append(groups)
     finally:
@@ -149,13 +145,13 @@ def _embed_profiling_dummy(worker):
     finally:
         DecoderScoringPass.__call__ = original
     dummy_tokens = runner.mm_budget.mm_max_toks_per_item["video"]
-    return passes, dummy_tokens, runner.model._sharp_reserved_video_tokens
+    return passes, dummy_tokens, runner.model.sharp_profile.reserved_video_tokens
 
 
 def _set_tower_chunks(worker, patches: int) -> None:
-    model = worker.model_runner.model
-    model._sharp_tower_chunk_patches = patches
-    model._sharp_vision_cache = None  # every run embeds the video
+    tower = worker.model_runner.model.sharp_tower
+    tower.chunk_patches = patches
+    tower.cache = None  # every run embeds the video
 
 
 def _record_tower_groups(worker) -> None:

@@ -129,13 +129,13 @@ def test_kept_indices_match_an_outside_reference(sharp_qwen3_llm, reference, nam
     rid = new_report_id()
     generate(sharp_qwen3_llm, request(prompt(), {"video": media}, settings, rid))
     (inside,) = report(sharp_qwen3_llm, rid)
-    assert inside["fallback"] is None
+    assert inside.fallback is None
 
     ids, positions, visual, black = reference.prepare(prompt(), frames, metadata)
     parsed = SharpSettings(**settings)
     scorer = reference.scoring_pass(ids, positions, parsed.prune_layer)
     outside = select_tokens(parsed, visual, scorer, lambda groups: scorer(black, groups).scores)
-    assert inside["kept_indices"] == outside.kept.tolist()
+    assert inside.selection.kept_indices == outside.kept.tolist()
 
 
 # Measured on the tiny model (max |difference| over the prompt): fp32 engine 9.5e-7, bf16
@@ -159,7 +159,7 @@ def test_pruned_prefill_equals_a_reference_forward_at_original_positions(
     settings = {"method": "sharp", "retention": 0.25, "segment_frames": 2}
     output = _with_logprobs(llm, engine_helpers.request(prompt(), {"video": media}, settings, rid))
     (inside,) = report(llm, rid)
-    kept = torch.tensor(inside["kept_indices"])
+    kept = torch.tensor(inside.selection.kept_indices)
     ids, positions, visual, _ = reference.prepare(prompt(), frames, metadata)
     served = engine_helpers.prompt_logprobs(output)
     outside = reference.prompt_logprobs(ids, positions, visual, kept, output.prompt_token_ids)
@@ -193,8 +193,8 @@ def test_an_earlier_image_is_in_the_videos_scoring_context(sharp_qwen3_llm):
         media = {"image": noise_image(image_seed, size=64), "video": video(55)}
         generate(sharp_qwen3_llm, request(two_media, media, settings, rid))
         (entry,) = report(sharp_qwen3_llm, rid)
-        assert (entry["fallback"], entry["context_missing"]) == (None, 0)
-        kept.append(entry["kept_indices"])
+        assert (entry.fallback, entry.context_missing) == (None, 0)
+        kept.append(entry.selection.kept_indices)
     assert kept[0] != kept[1]
 
 
@@ -226,6 +226,6 @@ def test_a_later_video_is_scored_after_the_earlier_videos_kept_rows(sharp_qwen3_
             sharp_qwen3_llm, request(two_videos, {"video": [video(first_seed), video(82)]}, settings, rid)
         )
         entries = report(sharp_qwen3_llm, rid)
-        assert [(e["fallback"], e["context_missing"]) for e in entries] == [(None, 0), (None, 0)]
-        second.append(entries[1]["kept_indices"])
+        assert [(e.fallback, e.context_missing) for e in entries] == [(None, 0), (None, 0)]
+        second.append(entries[1].selection.kept_indices)
     assert second[0] != second[1]

@@ -90,3 +90,26 @@ def test_the_pruning_path_is_switched_on_and_encoder_cuda_graphs_off(tiny_qwen3_
     enable_pruning_path(config)
     assert config.model_config.multimodal_config.is_multimodal_pruning_enabled()
     assert config.compilation_config.cudagraph_mm_encoder is False
+
+
+def test_every_registered_family_implements_every_hook():
+    """The family interface (sharp_plugin/vllm/family.py) is complete for every class the
+    plugin registers, and an incomplete family cannot be built."""
+    import importlib
+
+    from sharp_plugin.vllm.family import SharpModelFamily, SharpProcessorFamily
+
+    for target in sharp_plugin.ARCHITECTURES.values():
+        module, name = target.split(":")
+        model_cls = getattr(importlib.import_module(module), name)
+        processor_cls = (
+            model_cls._processor_factory.processor
+        )  # set by MULTIMODAL_REGISTRY.register_processor
+        assert issubclass(model_cls, SharpModelFamily) and not model_cls.__abstractmethods__, name
+        assert issubclass(processor_cls, SharpProcessorFamily) and not processor_cls.__abstractmethods__, name
+
+    class Incomplete(SharpModelFamily):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()

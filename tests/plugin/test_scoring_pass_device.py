@@ -12,9 +12,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sharp_plugin.core.blocked_attention import BlockBudget
 from sharp_plugin.core.masks import SegmentMask
-from sharp_plugin.vllm import scoring_pass
-from sharp_plugin.vllm.scoring_pass import DecoderScoringPass, ItemLayout
+from sharp_plugin.vllm.scoring_layout import ItemLayout
+from sharp_plugin.vllm.scoring_pass import DecoderScoringPass
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, VOCAB = 32, 4, 2, 8, 50
 
@@ -97,17 +98,16 @@ def _layout(num_prefix: int, num_visual: int, num_suffix: int, tokens_per_group:
     )
 
 
-def test_the_scoring_pass_never_waits_on_the_device(monkeypatch):
+def test_the_scoring_pass_never_waits_on_the_device():
     # Small row blocks, so the blocked attention and its strip masks run many times.
-    monkeypatch.setattr(scoring_pass, "_MIN_ROWS", 5)
-    monkeypatch.setattr(scoring_pass, "_SCRATCH_BYTES", 1)
+    budget = BlockBudget(scratch_bytes=1, min_rows=5)
     with torch.device("meta"):
         decoder = _Decoder(num_layers=3)
     visual = torch.empty(48, HIDDEN, device="meta")
     recorder = _BlockingHostToDevice()
     for mask in (SegmentMask(0), SegmentMask(2), SegmentMask(2, local=True)):
         with recorder:
-            scoring = DecoderScoringPass(decoder, 2, _layout(3, 48, 7, tokens_per_group=8))
+            scoring = DecoderScoringPass(decoder, 2, _layout(3, 48, 7, tokens_per_group=8), budget=budget)
             result = scoring(visual, mask)
         assert result.scores.shape == (48,) and result.scores.device.type == "meta"
         assert result.hidden.shape == (48, HIDDEN)

@@ -6,14 +6,13 @@ sent as a data: URL."""
 from __future__ import annotations
 
 import base64
-import json
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from sharp_plugin import SCHEDULER, WORKER_EXTENSION
+from sharp_plugin import recipe
 from sharp_plugin.core import kept_count
 
 from ..media import noise_video, write_mp4
@@ -39,20 +38,20 @@ def vllm_server(request, tmp_path_factory):
     model_dir = request.getfixturevalue(fixture)
     media_dir = tmp_path_factory.mktemp("media")
     port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "vllm"), "serve", str(model_dir),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--hf-overrides", json.dumps({"architectures": [architecture]}),
-        "--trust-request-mm-kwargs",
-        "--worker-extension-cls", WORKER_EXTENSION,
-        "--scheduler-cls", SCHEDULER,
-        "--allowed-local-media-path", str(media_dir),
-        "--max-model-len", "4096", "--enforce-eager", "--dtype", "bfloat16",
-        "--limit-mm-per-prompt", json.dumps({"video": 1, "image": 1}),
-    ]  # fmt: skip
+    args = recipe.engine_args(
+        model_dir, architecture=architecture, max_model_len=4096, enforce_eager=True, dtype="bfloat16",
+        limit_mm_per_prompt={"video": 1, "image": 1},
+    )  # fmt: skip
+    extra = ["--host", "127.0.0.1", "--port", str(port), "--allowed-local-media-path", str(media_dir)]
+    command = recipe.vllm_serve_command(args, extra)
+    command[0] = str(Path(sys.executable).parent / "vllm")  # this environment's
     base_url = f"http://127.0.0.1:{port}"
     with http_server(
-        command, f"{base_url}/health", media_dir / "vllm-serve.log", timeout_s=STARTUP_TIMEOUT_S
+        command,
+        f"{base_url}/health",
+        media_dir / "vllm-serve.log",
+        env=recipe.RUNNER_ENV,
+        timeout_s=STARTUP_TIMEOUT_S,
     ):
         yield base_url, media_dir
 

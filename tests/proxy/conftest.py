@@ -5,9 +5,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PROXY_MODEL = REPO / "models" / "sharp-proxy-qwen25vl"
-
 
 @pytest.fixture(scope="session")
 def trained_once(tmp_path_factory) -> Path:

@@ -9,10 +9,10 @@ from proxy_videoqa.clips import make_clip
 from proxy_videoqa.geometry import FPS, FRAME_SIZE, NUM_FRAMES
 from proxy_videoqa.held_out import HELD_OUT_SEED
 from proxy_videoqa.train import answer_logits
-from server.video import DecodedVideo, VideoInfo
+from server.media.video import DecodedVideo, VideoInfo
 
-from ..plugin.conftest import _shutdown, make_llm
-from .conftest import PROXY_MODEL
+from ..conftest import PROXY_MODEL
+from ..engines import engine_fixture
 
 pytestmark = pytest.mark.engine
 
@@ -21,11 +21,7 @@ CLIPS = [make_clip(HELD_OUT_SEED + i, task, split) for i in range(3) for task in
          for split in ("standard", "small")]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def proxy_llm_fp32():
-    llm = make_llm(PROXY_MODEL, sharp=True, dtype="float32")
-    yield llm
-    _shutdown(llm)
+proxy_llm_fp32 = engine_fixture("proxy_model_dir", scope="module", dtype="float32")
 
 
 def _video(clip):

@@ -11,7 +11,6 @@ import pytest
 from ..conftest import REPO
 from ..process import free_port, http_server
 
-DEFAULT_MODEL = REPO / "models" / "sharp-proxy-qwen25vl"  # the default config's (committed)
 STARTUP_TIMEOUT_S = 300
 # Limits tightened (via environment overrides of the default config) so that the
 # over-limit cases stay small.
@@ -20,12 +19,6 @@ TEST_LIMITS = {
     "SHARP_SERVE_MEDIA__MAX_VIDEO_SECONDS": "20",
     "SHARP_SERVE_MEDIA__MAX_FRAMES": "16",
 }
-
-
-@pytest.fixture(scope="session")
-def default_model() -> Path:
-    assert (DEFAULT_MODEL / "config.json").exists(), f"{DEFAULT_MODEL} is missing from the checkout"
-    return DEFAULT_MODEL
 
 
 class RunningServer:
@@ -68,7 +61,7 @@ def data_url(clip):
 
 
 @pytest.fixture(scope="session")
-def server(default_model, tmp_path_factory):
+def server(proxy_model_dir, tmp_path_factory):
     with _running_server(tmp_path_factory.mktemp("server"), {}) as running:
         yield running
 

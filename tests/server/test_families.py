@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from server.engine import sharp_architecture
 from sharp_plugin.core import kept_count
+from sharp_plugin.recipe import sharp_architecture
 
 from ..media import noise_video, write_mp4
 
@@ -18,8 +18,8 @@ def test_a_stock_checkpoint_gets_its_sharp_class(tiny_model_dir):
     assert sharp_architecture(str(tiny_model_dir)) == "SharpQwen2_5_VLForConditionalGeneration"
 
 
-def test_a_checkpoint_that_names_a_sharp_class_keeps_it(default_model):
-    assert sharp_architecture(str(default_model)) == "SharpQwen2_5_VLForConditionalGeneration"
+def test_a_checkpoint_that_names_a_sharp_class_keeps_it(proxy_model_dir):
+    assert sharp_architecture(str(proxy_model_dir)) == "SharpQwen2_5_VLForConditionalGeneration"
 
 
 def test_a_llava_onevision_checkpoint_gets_its_sharp_class(tiny_llava_dir):

@@ -220,7 +220,7 @@ def test_a_retention_under_the_floor_is_refused_before_any_media_work(tmp_path):
 
 
 def test_the_unpruned_token_cap_is_checked_before_decoding(tmp_path, monkeypatch):
-    from server import video
+    from server.media import video
     from tests.media import noise_video, write_mp4
 
     media = tmp_path / "media"

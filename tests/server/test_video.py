@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import video
+from server.media import video
 from server.settings import MediaSettings
 
 from ..media import frame_coded_video, frame_index_of, write_audio_only, write_mp4

@@ -11,8 +11,8 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
-from .settings import MediaSettings
+from ..errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from ..settings import MediaSettings
 
 # Qwen-VL frame sides are multiples of patch (14) x merge (2).
 SIZE_FACTOR = 28

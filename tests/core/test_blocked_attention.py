@@ -1,6 +1,7 @@
-"""The scoring pass's blocked attention against PyTorch's reference attention with the
-same mask, over causal, block-causal and segment-local layouts, grouped heads, several
-row blocks and both dtypes the engine runs in."""
+"""The blocked attention kernel (sharp_plugin/core/blocked_attention.py) against
+PyTorch's reference attention with the same mask, over causal, block-causal and
+segment-local layouts, grouped heads, several row blocks and both dtypes the engine
+runs in."""
 
 import pytest
 import torch
@@ -8,8 +9,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sharp_plugin.core.blocked_attention import DEFAULT_BUDGET, TEMPORARIES, BlockBudget, blocked_attention
 from sharp_plugin.core.masks import SegmentMask, attention_mask, visibility, visibility_end
-from sharp_plugin.vllm import scoring_pass
+
+# Blocks of a few rows: every layout is cut into several blocks with partial masks.
+SMALL_BLOCKS = BlockBudget(scratch_bytes=1, min_rows=4)
 
 
 @settings(max_examples=40, deadline=None)
@@ -36,11 +40,8 @@ def test_blocked_attention_matches_reference_attention(
     k = torch.randn(kv_heads, seq_len, head_dim, generator=gen).to(dtype)
     v = torch.randn(kv_heads, seq_len, head_dim, generator=gen).to(dtype)
 
-    with pytest.MonkeyPatch.context() as patch:
-        # Tiny blocks: every layout is cut into several row blocks with partial masks.
-        patch.setattr(scoring_pass, "_MIN_ROWS", 3)
-        patch.setattr(scoring_pass, "_SCRATCH_BYTES", 1)
-        got = scoring_pass._attention(q, k, v, head_dim**-0.5, seen)
+    # Tiny blocks: every layout is cut into several row blocks with partial masks.
+    got = blocked_attention(q, k, v, head_dim**-0.5, seen, budget=BlockBudget(scratch_bytes=1, min_rows=3))
 
     expected = F.scaled_dot_product_attention(
         q.float(),
@@ -55,18 +56,16 @@ def test_blocked_attention_matches_reference_attention(
 
 
 @pytest.mark.parametrize("segment_groups", [0, 2])
-def test_a_row_never_attends_past_its_visible_end(monkeypatch, segment_groups):
+def test_a_row_never_attends_past_its_visible_end(segment_groups):
     """Changing keys and values a row cannot see leaves that row's output unchanged."""
-    monkeypatch.setattr(scoring_pass, "_MIN_ROWS", 4)
-    monkeypatch.setattr(scoring_pass, "_SCRATCH_BYTES", 1)
     end = visibility_end(3, 24, 5, 4, segment_groups)
     q, k, v = (torch.randn(2, end.numel(), 8) for _ in range(3))
-    before = scoring_pass._attention(q, k, v, 0.3, end)
+    before = blocked_attention(q, k, v, 0.3, end, budget=SMALL_BLOCKS)
     row = 10
     k2, v2 = k.clone(), v.clone()
     k2[:, int(end[row]) + 1 :] = 100.0
     v2[:, int(end[row]) + 1 :] = -100.0
-    after = scoring_pass._attention(q, k2, v2, 0.3, end)
+    after = blocked_attention(q, k2, v2, 0.3, end, budget=SMALL_BLOCKS)
     torch.testing.assert_close(after[:, row], before[:, row])
     assert not torch.allclose(after[:, -1], before[:, -1])
 
@@ -76,20 +75,18 @@ def test_the_block_causal_visibility_is_the_end_only_mask():
     assert torch.equal(seen.mask(), attention_mask(visibility_end(3, 24, 5, 4, 2)))
 
 
-def test_a_segment_local_row_never_sees_another_segment(monkeypatch):
+def test_a_segment_local_row_never_sees_another_segment():
     """Keys and values of other segments do not change a local row's output; the query
     rows still see every segment."""
-    monkeypatch.setattr(scoring_pass, "_MIN_ROWS", 4)
-    monkeypatch.setattr(scoring_pass, "_SCRATCH_BYTES", 1)
     prefix, per_group, groups_per_segment = 3, 4, 2
     seen = visibility(prefix, 24, 5, per_group, SegmentMask(groups_per_segment, local=True))
     q, k, v = (torch.randn(2, len(seen), 8) for _ in range(3))
-    before = scoring_pass._attention(q, k, v, 0.3, seen)
+    before = blocked_attention(q, k, v, 0.3, seen, budget=SMALL_BLOCKS)
     segment = prefix + 8 * torch.arange(3)[:, None] + torch.arange(8)  # [3 segments, 8 rows]
     k2, v2 = k.clone(), v.clone()
     k2[:, segment[[0, 2]].flatten()] = 100.0  # every segment but the middle one
     v2[:, segment[[0, 2]].flatten()] = -100.0
-    after = scoring_pass._attention(q, k2, v2, 0.3, seen)
+    after = blocked_attention(q, k2, v2, 0.3, seen, budget=SMALL_BLOCKS)
     torch.testing.assert_close(after[:, segment[1]], before[:, segment[1]])
     torch.testing.assert_close(after[:, :prefix], before[:, :prefix])
     assert not torch.allclose(after[:, -1], before[:, -1])
@@ -114,7 +111,7 @@ def test_every_block_of_logits_stays_under_the_scratch_budget(monkeypatch, local
         return out
 
     monkeypatch.setattr(torch, "bmm", recording_bmm)
-    scoring_pass._attention(q, k, v, 0.35, seen)
-    budget = scoring_pass._SCRATCH_BYTES // (scoring_pass._TEMPORARIES * 4)  # float32 elements
+    blocked_attention(q, k, v, 0.35, seen)
+    budget = DEFAULT_BUDGET.scratch_bytes // (TEMPORARIES * 4)  # float32 elements
     assert len(logits_elements) > 1
     assert max(logits_elements) <= budget, (len(logits_elements), max(logits_elements))

@@ -32,14 +32,15 @@ runs/media/sample.mp4:
 serve: install runs/media/sample.mp4
 	$(VENV)/bin/sharp-serve --config configs/default.yaml
 
-# The plugin under stock `vllm serve` (no sharp-serve front end).
+# The plugin under stock `vllm serve` (no sharp-serve front end), with the engine
+# arguments of the project's one recipe (sharp_plugin/recipe.py; drop --exec to print
+# the command).
 serve-vllm: install runs/media/sample.mp4
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_HOST_IP=$${VLLM_HOST_IP:-127.0.0.1} \
-	$(VENV)/bin/vllm serve $(MODEL_DIR) --host 127.0.0.1 --port $(PORT) \
-		--trust-request-mm-kwargs --allowed-local-media-path $(CURDIR)/runs/media \
-		--worker-extension-cls sharp_plugin.vllm.reports.SharpWorkerExtension \
+	$(PY) -m sharp_plugin.recipe --exec $(MODEL_DIR) --host 127.0.0.1 --port $(PORT) \
+		--allowed-local-media-path $(CURDIR)/runs/media \
 		--max-model-len 4096 --enforce-eager --limit-mm-per-prompt '{"video": 1, "image": 1}'
 
 # The full proxy quality benchmark (bench/README.md gives its cost); results in bench/results/.
 bench-quality: install
-	$(PY) bench/quality.py
+	$(PY) -m bench.quality

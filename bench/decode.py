@@ -2,28 +2,26 @@
 server's seek-sampling of N frames (uniform or at keyframes) with 1, 2 and all cores'
 worth of decord readers; and vLLM's own OpenCV loader on the same clip.
 
-Usage: python bench/decode.py [--seconds 60] [--height 720] [--fps 30] [--frames 32]
-Writes bench/results/decode.json. The clip is generated (H.264, moving content, a keyframe
-every 2 s) and cached under runs/bench/."""
+Usage: python -m bench.decode [--seconds 60] [--height 720] [--fps 30] [--frames 32]
+Writes decode.json and decode.md to --out. The clip is generated (H.264, moving content,
+a keyframe every 2 s) and cached under runs/bench/."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import av
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.common.results import REPO, add_output_arguments, output_dir, write_report
+from server.media import video
+from server.settings import MediaSettings
 
-from server import video  # noqa: E402
-from server.settings import MediaSettings  # noqa: E402
+SOURCES = ["server/media/video.py", "bench/decode.py"]
 
 
 def make_clip(path: Path, seconds: int, height: int, fps: int) -> Path:
@@ -60,8 +58,10 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results")
+    add_output_arguments(parser)
     args = parser.parse_args()
+    if args.small:
+        args.seconds, args.height, args.repeats = 4, 360, 1
     import decord
     from vllm.multimodal.video import VideoBackend
 
@@ -104,14 +104,16 @@ def main() -> None:
     for name, (fn, repeats) in arms.items():  # every arm in this one run
         times = timed(fn, repeats)
         result["rows"][name] = {"median_s": statistics.median(times), "runs_s": times}
-    print(f"{'decode':62} {'median s':>9} {'of full':>8}")
-    for name, row in result["rows"].items():
+    for row in result["rows"].values():
         row["of_full_decode"] = row["median_s"] / result["rows"][full]["median_s"]
-        print(f"{name:62} {row['median_s']:>9.2f} {row['of_full_decode']:>8.2f}")
-    out = args.out / "decode.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_report(output_dir(args, "decode"), "decode", result, markdown, sources=SOURCES, indent=2)
+
+
+def markdown(report: dict) -> str:
+    lines = ["| decode | median s | of a full decode |", "|---|---|---|"]
+    for name, row in report["rows"].items():
+        lines.append(f"| {name} | {row['median_s']:.2f} | {row['of_full_decode']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

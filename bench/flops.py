@@ -3,11 +3,11 @@ whole pipeline) for Qwen2.5-VL-7B, Qwen3-VL-8B and LLaVA-OneVision-7B, from thei
 config.json values (bench/data/model_configs/), validated against
 torch.utils.flop_counter.FlopCounterMode on the same architectures at a reduced size.
 
-Usage: python bench/flops.py [--validate-only]   (about 10 s)
+Usage: python -m bench.flops [--validate-only]   (about 10 s)
 Prints the validation, a table per model across frames x resolution, retention and K,
 and the operating points where our design (a separate scoring pass to layer K, then a
 full prefill of the pruned prompt) reaches the paper's -86% language-model cut.
-Writes bench/results/flops.json.
+Writes flops.json and flops.md to --out (bench/results).
 
 Conventions (FlopCounterMode's): a matmul of [m, k] x [k, n] is 2mkn; attention is two
 matmuls over every (row, key) pair, dense: a causal kernel skips about half of that
@@ -23,6 +23,8 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.common.results import add_output_arguments, output_dir, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bench/data/model_configs"
@@ -504,29 +506,82 @@ def long_video_example(models: dict[str, Model]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--validate-only", action="store_true")
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results/flops.json")
-    args = parser.parse_args()
+SOURCES = ["bench/flops.py", "bench/data/model_configs"]
 
-    validation = validate()
-    print("Validation against FlopCounterMode (reduced-size models, Hugging Face transformers):")
-    print("| model | stage | counted | predicted | error |\n|---|---|---|---|---|")
-    for row in validation:
-        print(
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Analytical prefill FLOPs per stage",
+        "",
+        "Validation against FlopCounterMode (reduced-size models, Hugging Face transformers):",
+        "",
+        "| model | stage | counted | predicted | error |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["validation"]:
+        lines.append(
             f"| {row['model']} | {row['stage']} | {row['counted']:.4g} | {row['predicted']:.4g} "
             f"| {row['error']:+.3%} |"
         )
-    if args.validate_only:
-        return
+    for name in MODELS:
+        lines += [
+            "",
+            f"## {name}: prefill TFLOPs per request (black prior cached), ours against unpruned",
+            "",
+            "| frames x px | N | r | K | vision | scoring | prior (miss) | LM | LM cut | LM x | whole x |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in (r for r in report["rows"] if r["model"] == name):
+            video = row["video"]
+            lines.append(
+                f"| {video['frames']} x {video['height']} | {row['video_tokens']} | {row['retention']} "
+                f"| {row['K']} | {row['vision'] / 1e12:.1f} | {row['scoring'] / 1e12:.1f} "
+                f"| {row['prior_black_miss'] / 1e12:.1f} | {row['lm'] / 1e12:.1f} | {row['lm_cut']:.0%} "
+                f"| {row['lm_speedup']:.1f} | {row['whole_speedup']:.2f} |"
+            )
+    lines += [
+        "",
+        "## Where our design reaches the paper's -86% LM prefill FLOPs (scoring pass included)",
+        "",
+        "| model | frames x px | N | K | largest r | whole-pipeline x there |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in report["operating_points"]:
+        video = p["video"]
+        if p["retention"] is None:
+            lines.append(
+                f"| {p['model']} | {video['frames']} x {video['height']} | | {p['K']} | not reachable | |"
+            )
+        else:
+            lines.append(
+                f"| {p['model']} | {video['frames']} x {video['height']} | {p['video_tokens']} | {p['K']} "
+                f"| {p['retention']:.3f} | {p['whole_speedup']:.2f} |"
+            )
+    hour = report["long_video"]
+    lines += [
+        "",
+        f"An hour of video ({hour['frames']} frames of {hour['side']}^2, {hour['model']}): N = "
+        f"{hour['video_tokens']}, {hour['kept']} kept at r = {hour['retention']}; PFLOPs: vision "
+        f"{hour['vision'] / 1e15:.1f}, scoring pass block-causal {hour['scoring_block_causal'] / 1e15:.1f} / "
+        f"segment-local {hour['scoring_local'] / 1e15:.2f}, pruned prefill "
+        f"{hour['pruned_prefill'] / 1e15:.2f} (unpruned prefill {hour['unpruned_prefill'] / 1e15:.0f})",
+    ]
+    return "\n".join(lines) + "\n"
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--validate-only", action="store_true")
+    add_output_arguments(parser)
+    args = parser.parse_args()
+    validation = validate()
+    if args.validate_only:
+        for row in validation:
+            print(row)
+        return
     models = load_models()
     table = []
     for name, model in models.items():
-        print(f"\n{name}: prefill TFLOPs per request (black prior cached), ours / unpruned")
-        print("| frames x px | N | r | K | vision | scoring | prior (miss) | LM | LM cut | LM x | whole x |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for video in VIDEOS[name]:
             for retention in RETENTIONS:
                 for k_layer in K_LAYERS:
@@ -536,40 +591,13 @@ def main() -> None:
                     row["prior_black_miss"] = miss["prior"]
                     row["whole_speedup_black_miss"] = miss["whole_speedup"]
                     table.append(row)
-                    print(
-                        f"| {video.frames} x {video.height} | {s['video_tokens']} | {retention} | {k_layer} "
-                        f"| {s['vision'] / 1e12:.1f} | {s['scoring'] / 1e12:.1f} "
-                        f"| {miss['prior'] / 1e12:.1f} | {s['lm'] / 1e12:.1f} | {s['lm_cut']:.0%} "
-                        f"| {s['lm_speedup']:.1f} "
-                        f"| {s['whole_speedup']:.2f} |"
-                    )
-    points = operating_points(models)
-    print("\nWhere our design reaches the paper's -86% LM prefill FLOPs (scoring pass included):")
-    print("| model | frames x px | N | K | largest r | whole-pipeline x there |\n|---|---|---|---|---|---|")
-    for p in points:
-        video = p["video"]
-        if p["retention"] is None:
-            print(f"| {p['model']} | {video['frames']} x {video['height']} | | {p['K']} | not reachable | |")
-        else:
-            print(
-                f"| {p['model']} | {video['frames']} x {video['height']} | {p['video_tokens']} | {p['K']} "
-                f"| {p['retention']:.3f} | {p['whole_speedup']:.2f} |"
-            )
-    hour = long_video_example(models)
-    print(
-        f"\nAn hour of video ({hour['frames']} frames of {hour['side']}^2, {hour['model']}): N = "
-        f"{hour['video_tokens']}, {hour['kept']} kept at r = {hour['retention']}; PFLOPs: vision "
-        f"{hour['vision'] / 1e15:.1f}, scoring pass block-causal {hour['scoring_block_causal'] / 1e15:.1f} / "
-        f"segment-local {hour['scoring_local'] / 1e15:.2f}, pruned prefill "
-        f"{hour['pruned_prefill'] / 1e15:.2f} (unpruned prefill {hour['unpruned_prefill'] / 1e15:.0f})"
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {"validation": validation, "rows": table, "operating_points": points, "long_video": hour},
-            indent=1,
-        )
-    )
+    report = {
+        "validation": validation,
+        "rows": table,
+        "operating_points": operating_points(models),
+        "long_video": long_video_example(models),
+    }
+    write_report(output_dir(args, "flops"), "flops", report, markdown, sources=SOURCES)
 
 
 if __name__ == "__main__":

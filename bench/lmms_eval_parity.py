@@ -1,7 +1,7 @@
 """lmms-eval, unchanged, against sharp-serve, side by side with bench/quality.py.
 
-    python bench/lmms_eval_parity.py                 # 1000 held-out clips (~25 min)
-    python bench/lmms_eval_parity.py --small         # 20 clips
+    python -m bench.lmms_eval_parity                 # 1000 held-out clips (~25 min)
+    python -m bench.lmms_eval_parity --small         # 20 clips
 
 The proxy video-QA clips become a local lmms-eval task (bench/lmms_eval_task/: the clips
 as lossless mp4 files and a jsonl on disk, no hub). lmms-eval 0.7.3's own `openai` chat
@@ -29,17 +29,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from bench.common.engines import configure_environment, shutdown
+from bench.common.results import REPO, add_output_arguments, output_dir, write_report
+from bench.common.servers import ServerProcess, free_port, ours_command
+from bench.quality import make_engine, run_pass
+from proxy_videoqa.clips import Clip
+from proxy_videoqa.geometry import FPS, NUM_FRAMES
+from proxy_videoqa.held_out import held_out_clips
+from server.presets import load_presets
 
-from load import Server, free_port  # noqa: E402
-from quality import make_engine, run_pass, shutdown  # noqa: E402
-from report_files import write_report  # noqa: E402
-
-from proxy_videoqa.clips import Clip  # noqa: E402
-from proxy_videoqa.geometry import FPS, NUM_FRAMES  # noqa: E402
-from proxy_videoqa.held_out import held_out_clips  # noqa: E402
-from server.presets import load_presets  # noqa: E402
+ROOT = REPO
+SOURCES = ["server", "sharp_plugin", "models/sharp-proxy-qwen25vl", "bench/lmms_eval_parity.py"]
 
 TASK_TEMPLATE = ROOT / "bench" / "lmms_eval_task"
 TASK = "sharp_proxy_videoqa"
@@ -168,7 +168,7 @@ def markdown(report: dict) -> str:
     for preset, row in report["results"].items():
         parts = [f"{k} {v['lmms_eval']:.3f} / {v['quality_py']:.3f}" for k, v in row.items() if k != "all"]
         lines.append(f"- `{preset}`: " + "; ".join(parts))
-    lines += ["", f"Command: `{report['command']}`", ""]
+    lines += ["", f"Command: `{report['provenance']['command']}`", ""]
     return "\n".join(lines)
 
 
@@ -188,9 +188,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     # Under runs/media: the default config's allowed_local_root, so `make serve` reads the clips.
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "media" / "lmms_eval")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--name", default="lmms_eval", help="output file stem")
-    parser.add_argument("--small", action="store_true", help="20 clips (the 8 task/split cells, 2-3 each)")
+    add_output_arguments(parser)  # --small: 20 clips (the 8 task/split cells, 2-3 each)
     parser.add_argument(
         "--base-url",
         help="a running sharp-serve with the default config (its allowed_local_root must hold --runs); "
@@ -201,8 +200,8 @@ def main() -> None:
         sys.exit(f"{args.lmms_eval} not found: run scripts/install_lmms_eval.sh first")
     clips = list(held_out_clips(args.per_split))
     if args.small:
-        clips, args.name = list(held_out_clips(3))[:20], args.name + "-small"
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        clips = list(held_out_clips(3))[:20]
+    configure_environment()
     task_dir = build_task(clips, args.runs / "task")
 
     # bench/quality.py's pass: the engine in-process, raw frames, the preset's settings.
@@ -218,13 +217,14 @@ def main() -> None:
     # lmms-eval against the server the README's first command starts (or a running one).
     server, base_url = None, args.base_url
     if base_url is None:
-        os.environ["SHARP_SERVE_SECURITY__ALLOWED_LOCAL_ROOT"] = str(task_dir)
-        os.environ["SHARP_SERVE_FILES__DIRECTORY"] = str(args.runs / "files")
+        env = {
+            "SHARP_SERVE_SECURITY__ALLOWED_LOCAL_ROOT": str(task_dir),
+            "SHARP_SERVE_FILES__DIRECTORY": str(args.runs / "files"),
+        }
         port = free_port()
-        config = str(ROOT / "configs/default.yaml")
-        command = [sys.executable, "-m", "server", "--config", config, "--port", str(port)]
-        server = Server("sharp-serve", command, port, args.runs / "server.log")
-        base_url = f"http://127.0.0.1:{port}"
+        command = ours_command(ROOT / "configs/default.yaml", port)
+        server = ServerProcess(command, port, args.runs / "server.log", env=env, name="sharp-serve").start()
+        base_url = server.base_url
     results, seconds, prompt_tokens = {}, {}, {}
     try:
         for preset in args.presets:
@@ -254,9 +254,8 @@ def main() -> None:
         "results": results,
         "lmms_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "lmms_eval_prompt_tokens": {k: round(v, 2) for k, v in prompt_tokens.items()},
-        "command": "python bench/lmms_eval_parity.py" + (" --small" if args.small else ""),
     }
-    write_report(args.out, args.name, report, markdown, indent=2)
+    write_report(output_dir(args, "lmms_eval"), args.name, report, markdown, sources=SOURCES, indent=2)
     if not all(row["all"]["within_one_se"] for row in results.values()):
         sys.exit("lmms-eval and quality.py disagree by more than one standard error")
 

@@ -2,7 +2,7 @@
 peer's own load client (`vllm bench serve`, openai-chat backend, ShareGPT-style dataset
 of real mp4 clips).
 
-Usage: python bench/load.py [--prompts 16] [--small]
+Usage: python -m bench.load [--prompts 16] [--small]
 Model: the 28-layer bench model of bench/prefill.py (random weights; Qwen2.5-VL-7B's
 depth and vision/LM cost ratio). Clips: 16 frames at 2 fps of 336x336, so both servers
 sample all 16 frames (N = 1152 video tokens); every request gets a clip no earlier
@@ -24,23 +24,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import av
-import httpx
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench import prefill
+from bench.common.engines import configure_environment
+from bench.common.results import REPO, add_output_arguments, output_dir, write_report
+from bench.common.servers import ServerProcess, free_port, ours_command, vllm_command
+from sharp_plugin import recipe
 
-import prefill  # noqa: E402  (the bench model)
+SOURCES = ["server", "sharp_plugin", "bench/load.py", "bench/prefill.py"]
 
 FRAMES, SIDE, FPS = 16, 336, 2
 OUTPUT_TOKENS, LONG_OUTPUT_TOKENS = 16, 96
@@ -104,45 +103,7 @@ class Clips:
 
 
 # ---- servers ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, name: str, command: list[str], port: int, log: Path):
-        self.name, self.port = name, port
-        self.log = log.open("w")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{name} exited: see {log}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"{name} did not start: see {log}")
-
-    def alive(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-
-
-def start_ours(model_dir: Path, media_root: Path, runs: Path) -> Server:
+def start_ours(model_dir: Path, media_root: Path, runs: Path) -> ServerProcess:
     config = yaml.safe_load((REPO / "configs/default.yaml").read_text())
     config["engine"].update(
         model=str(model_dir), served_model_name=SERVED_NAME, max_model_len=4400, max_num_seqs=8
@@ -152,29 +113,31 @@ def start_ours(model_dir: Path, media_root: Path, runs: Path) -> Server:
     path = runs / "ours.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
-    command = [sys.executable, "-m", "server", "--config", str(path), "--port", str(port)]
-    return Server("ours", command, port, runs / "ours.log")
+    return ServerProcess(ours_command(path, port), port, runs / "ours.log", name="ours").start()
 
 
-def start_stock(model_dir: Path, media_root: Path, runs: Path, evs_retention: float | None) -> Server:
+def start_stock(model_dir: Path, media_root: Path, runs: Path, evs_retention: float | None) -> ServerProcess:
+    engine = {
+        "served_model_name": SERVED_NAME, "dtype": "bfloat16", "max_model_len": 4400, "max_num_seqs": 8,
+        "enforce_eager": True, "limit_mm_per_prompt": {"video": 1, "image": 0},
+    }  # fmt: skip
+    if evs_retention is not None:
+        engine["video_pruning_rate"] = round(1 - evs_retention, 6)
     port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("vllm")), "serve", str(model_dir), "--port", str(port),
-        "--host", "127.0.0.1", "--served-model-name", SERVED_NAME, "--dtype", "bfloat16",
-        "--max-model-len", "4400", "--max-num-seqs", "8", "--enforce-eager",
-        "--allowed-local-media-path", str(media_root),
+    extra = [
+        "--port", str(port), "--host", "127.0.0.1", "--allowed-local-media-path", str(media_root),
         # The same frames our server samples: all of each clip, at its 2 fps.
         "--media-io-kwargs", json.dumps({"video": {"fps": FPS, "num_frames": -1}}),
-        "--limit-mm-per-prompt", json.dumps({"video": 1, "image": 0}),
     ]  # fmt: skip
-    if evs_retention is not None:
-        command += ["--video-pruning-rate", str(1 - evs_retention)]
+    command = vllm_command(
+        recipe.vllm_serve_command(recipe.engine_args(model_dir, sharp=False, **engine), extra)
+    )
     name = "stock" if evs_retention is None else f"stock-evs-{evs_retention}"
-    return Server(name, command, port, runs / f"{name}.log")
+    return ServerProcess(command, port, runs / f"{name}.log", name=name).start()
 
 
 # ---- the load client ----------------------------------------------------------------------------
-def bench_serve(server: Server, model_dir: Path, dataset: Path, *, concurrency: int, prompts: int,
+def bench_serve(server: ServerProcess, model_dir: Path, dataset: Path, *, concurrency: int, prompts: int,
                 output_tokens: int, extra_body: dict | None, out: Path) -> dict:  # fmt: skip
     result = out / f"{server.name}-{time.monotonic_ns()}.json"
     command = [
@@ -215,14 +178,12 @@ def bench_serve(server: Server, model_dir: Path, dataset: Path, *, concurrency: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=16, help="requests per run")
-    parser.add_argument("--small", action="store_true", help="CI mode: ours off/r=0.25 and stock, 4 prompts")
-    parser.add_argument("--out", type=Path, default=None)
+    add_output_arguments(parser)  # --small: ours off/r=0.25 and stock, 4 prompts
     args = parser.parse_args()
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    out = args.out or (REPO / ("runs/load-small" if args.small else "bench/results"))
+    configure_environment()
+    out = output_dir(args, "load")
     runs = REPO / ("runs/load-small" if args.small else "runs/load")
-    for directory in (out, runs):
-        directory.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
     prompts = 4 if args.small else args.prompts
     concurrencies = (2,) if args.small else (1, 4, 8)
     model_dir = prefill.build_bench_model(REPO / "runs/bench-models/prefill-28l")
@@ -245,7 +206,7 @@ def main() -> None:
             file=sys.stderr,
         )
 
-    def warm_up(server: Server, extra_body: dict | None) -> None:
+    def warm_up(server: ServerProcess, extra_body: dict | None) -> None:
         """A few discarded requests after each start: the first requests on a fresh engine
         pay one-time costs (kernel selection for new shapes, the generic prior), which
         would otherwise land on whichever arm happens to run first."""
@@ -301,7 +262,6 @@ def main() -> None:
 
 
 def report(rows: list[dict], out: Path, args, prompts: int) -> None:
-    stem = "load-small" if args.small else "load"
     lines = [
         "| server | method | r | concurrency | run | req/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 "
         "| TPOT p50 (ms) | failed |",
@@ -315,8 +275,6 @@ def report(rows: list[dict], out: Path, args, prompts: int) -> None:
             f"{r['failed']} |"
         )
     table = "\n".join(lines)
-    print(table)
-    machine = {"cpus": os.cpu_count(), "platform": sys.platform}
     setup = {
         "frames": FRAMES,
         "side": SIDE,
@@ -324,13 +282,14 @@ def report(rows: list[dict], out: Path, args, prompts: int) -> None:
         "prompts_per_run": prompts,
         "output_tokens": OUTPUT_TOKENS,
     }
-    (out / f"{stem}.json").write_text(
-        json.dumps({"machine": machine, "setup": setup, "rows": rows}, indent=1)
+    write_report(
+        out,
+        "load",
+        {"setup": setup, "rows": rows},
+        lambda _: f"# Load: `vllm bench serve` against our server and stock vLLM\n\n{table}\n",
+        lambda result, path: plot(result["rows"], path),
+        sources=SOURCES,
     )
-    (out / f"{stem}.md").write_text(
-        f"# Load: `vllm bench serve` against our server and stock vLLM\n\n{table}\n"
-    )
-    plot(rows, out / f"{stem}.png")
 
 
 def plot(rows: list[dict], path: Path) -> None:

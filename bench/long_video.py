@@ -1,9 +1,9 @@
 """A needle in a long video (V-NIAH style), through the real vLLM engine: needle recall,
 answer accuracy, and the vision tower's and the selection's time and peak memory, against
-the video's length, for sharp, fastv, uniform, vLLM's EVS and an oracle (issue #14).
+the video's length, for sharp, fastv, uniform, vLLM's EVS and an oracle.
 
-    python bench/long_video.py            # 1 to 64 clips (128 to 8,192 video tokens), ~12 min
-    python bench/long_video.py --small    # CI: 1 and 8 clips, 2 needles
+    python -m bench.long_video            # 1 to 64 clips (128 to 8,192 video tokens), ~12 min
+    python -m bench.long_video --small    # CI: 1 and 8 clips, 2 needles
 
 A PROXY, NOT A REAL LONG-VIDEO BENCHMARK. The model is the 2 M-parameter Qwen2.5-VL
 trained here on 8-second synthetic clips (proxy_videoqa); it never saw a video longer
@@ -25,7 +25,7 @@ and only the kept tokens are served. `none` (unpruned) runs where it fits. Arms:
 Per request: needle recall (the per-request report's kept indices against the needle's
 token), the one-word answer, prompt tokens, and stages measured by hooks: the frontend's
 processor (wall time, and the bytes of tensors it hands to the engine: the pixels), the
-vision tower (`_process_video_input`) and, for ShaRP, the selection (`_run_selection`:
+vision tower (`_process_video_input`) and, for ShaRP, the selection (`run_selection`:
 scoring pass, black prior, dedup, top-k). Peak memory of a stage is the worker's peak
 RSS during it above its RSS before it, with the allocator's free pages returned to the
 OS first and the peak reset (Linux VmHWM); on a GPU, `torch.cuda.max_memory_allocated`.
@@ -39,37 +39,41 @@ and memory, against length) to --out.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common.engines import (
+    ProcessorProbe,
+    bench_llm,
+    evs_llm,
+    frames_input,
+    install_stage_probes,
+    pop_stages,
+    shutdown,
+    stage_totals,
+    tag,
+    video_reports,
+)
+from bench.common.results import REPO, add_output_arguments, output_dir, write_report
+from bench.quality import DEFAULT_MODEL, PRESETS
+from proxy_videoqa.batches import chat_prompt
+from proxy_videoqa.clips import Clip, make_clip
+from proxy_videoqa.geometry import FPS, VIDEO_TOKENS
+from proxy_videoqa.held_out import HELD_OUT_SEED
 
-from quality import DEFAULT_MODEL, PRESETS, shutdown  # noqa: E402
-from report_files import write_report  # noqa: E402
-
-from proxy_videoqa.batches import chat_prompt  # noqa: E402
-from proxy_videoqa.clips import Clip, make_clip  # noqa: E402
-from proxy_videoqa.geometry import FPS, FRAME_SIZE, VIDEO_TOKENS  # noqa: E402
-from proxy_videoqa.held_out import HELD_OUT_SEED  # noqa: E402
-from server.video import DecodedVideo, VideoInfo  # noqa: E402
-from sharp_plugin import WORKER_EXTENSION  # noqa: E402
-
+ROOT = REPO
+SOURCES = ["sharp_plugin", "models/sharp-proxy-qwen25vl", "proxy_videoqa", "bench/long_video.py"]
 CONTEXT = 1024
 LENGTHS = (1, 4, 16, 64)  # clips: 128 to 8,192 video tokens (8x the context)
 DEPTHS = (0.0, 0.5, 1.0)  # where the needle clip sits, as a share of the video
 SHARP_ARMS = ("sharp", "sharp-local", "fastv", "uniform", "oracle")
 ALL_ARMS = ("none", *SHARP_ARMS, "evs")
 HAYSTACK_SEED = 2 * HELD_OUT_SEED  # a seed range neither training nor the held-out set draws from
-STOCK_ARCH = "Qwen2_5_VLForConditionalGeneration"
 
 
 # ---- the videos -------------------------------------------------------------------------
@@ -113,11 +117,9 @@ class Case:
         return self.length * VIDEO_TOKENS
 
     def video_input(self):
-        # The frames are joined here, when the case runs: held for every case at once they
-        # came to about 1.5 GB for the full run.
-        frames = np.concatenate([clip.frames for clip in self.clips])
-        info = VideoInfo(num_frames=len(frames), fps=FPS, width=FRAME_SIZE, height=FRAME_SIZE)
-        return DecodedVideo(frames, list(range(len(frames))), info).vllm_input()
+        # The frames are joined when the case runs: held for every case at once they would
+        # come to about 1.5 GB for the full run.
+        return frames_input(np.concatenate([clip.frames for clip in self.clips]), FPS)
 
 
 def needles(count: int) -> Iterator[Clip]:
@@ -137,112 +139,18 @@ def cases(lengths, needles_per_length: int, depths) -> list[Case]:
 
 
 # ---- hooks in the worker and the frontend -------------------------------------------------
-def _release_free_memory() -> None:
-    """Hand the allocator's free pages back to the OS, so that a stage's new allocations
-    show in RSS (vLLM's CPU worker preloads tcmalloc; elsewhere glibc)."""
-    import ctypes
-
-    process = ctypes.CDLL(None)
-    if hasattr(process, "MallocExtension_ReleaseFreeMemory"):
-        process.MallocExtension_ReleaseFreeMemory()
-    elif hasattr(process, "malloc_trim"):
-        process.malloc_trim(0)
-
-
-def _rss_kib(field: str) -> int:
-    # scoring_memory.rss_kib's twin on purpose: it runs in the worker. The probes get there
-    # pickled by value (they live in __main__); a function imported from the other bench
-    # module would be pickled by reference, and bench/ is not a package the worker imports.
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _install_stage_probes(worker) -> None:
-    """Wrap the vision tower and the selection: wall time and peak memory of each call."""
-    import time as _time
-
-    import torch
-
-    model = worker.model_runner.model
-    model._bench_stages = []
-    cuda = torch.cuda.is_available()
-
-    def probed(stage, function):
-        def wrapper(*args, **kwargs):
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                before = torch.cuda.memory_allocated()
-            else:
-                _release_free_memory()
-                Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-                before = _rss_kib("VmRSS") << 10
-            started = _time.perf_counter()
-            result = function(*args, **kwargs)
-            if cuda:
-                torch.cuda.synchronize()
-            elapsed_ms = (_time.perf_counter() - started) * 1e3
-            peak = torch.cuda.max_memory_allocated() if cuda else _rss_kib("VmHWM") << 10
-            model._bench_stages.append((stage, elapsed_ms, (peak - before) / 2**20))
-            return result
-
-        return wrapper
-
-    model._process_video_input = probed("tower", model._process_video_input)
-    if hasattr(model, "_run_selection"):
-        model._run_selection = probed("selection", model._run_selection)
-
-
-def _pop_stages(worker) -> list:
-    model = worker.model_runner.model
-    stages, model._bench_stages = model._bench_stages, []
-    return stages
-
-
-class ProcessorProbe:
-    """Wall time of the multimodal processor (frontend), and what it hands over."""
-
-    def __init__(self):
-        from vllm.multimodal.processing import BaseMultiModalProcessor
-
-        from sharp_plugin.vllm.model import nested_tensor_bytes
-
-        self.ms, self.handed_over = 0.0, 0
-        original = BaseMultiModalProcessor.apply
-        probe = self
-
-        def apply(self, *args, **kwargs):
-            started = time.perf_counter()
-            result = original(self, *args, **kwargs)
-            probe.ms += (time.perf_counter() - started) * 1e3
-            probe.handed_over += nested_tensor_bytes(dict(result["mm_kwargs"]))
-            return result
-
-        BaseMultiModalProcessor.apply = apply
-
-    def pop(self) -> tuple[float, int]:
-        out = (self.ms, self.handed_over)
-        self.ms, self.handed_over = 0.0, 0
-        return out
-
-
 # ---- the engines ------------------------------------------------------------------------
-def make_engine(model: Path, *, evs_rate: float | None = None):
-    from vllm import LLM
-
-    common = dict(
-        model=str(model), dtype="bfloat16", max_model_len=CONTEXT, max_num_seqs=1, enforce_eager=True,
-        limit_mm_per_prompt={"video": 1, "image": 0}, seed=0, enable_prefix_caching=False,
-    )  # fmt: skip
-    if evs_rate is None:
+def make_engine(model: Path, *, evs_retention: float | None = None):
+    common = {
+        "max_model_len": CONTEXT, "max_num_seqs": 1, "limit_mm_per_prompt": {"video": 1, "image": 0},
+        "enable_prefix_caching": False,
+    }  # fmt: skip
+    if evs_retention is None:
         # The vision cache off: every arm's tower runs (and is timed) on every request.
-        overrides = {"architectures": ["SharpQwen2_5_VLForConditionalGeneration"], "sharp_vision_cache_mb": 0}
-        llm = LLM(**common, hf_overrides=overrides, worker_extension_cls=WORKER_EXTENSION)
+        llm = bench_llm(model, sharp_config={"sharp_vision_cache_mb": 0}, **common)
     else:
-        llm = LLM(**common, hf_overrides={"architectures": [STOCK_ARCH]}, video_pruning_rate=evs_rate)
-    llm.collective_rpc(_install_stage_probes)
+        llm = evs_llm(model, evs_retention, **common)
+    llm.collective_rpc(install_stage_probes)
     return llm
 
 
@@ -267,23 +175,18 @@ def fits(arm: str, case: Case, retention: float) -> bool:
 def run_case(llm, processor: ProcessorProbe, arm: str, retention: float, case: Case) -> dict:
     from vllm import SamplingParams
 
-    from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report, merge_replies
-
     tokenizer = llm.get_tokenizer()
     request = {
         "prompt": chat_prompt(tokenizer, case.needle.question),
         "multi_modal_data": {"video": case.video_input()},
     }
-    sharp, report_id = settings_for(arm, retention, case), None
-    if sharp is not None:
-        report_id = uuid.uuid4().hex
-        request["mm_processor_kwargs"] = {"sharp": {**sharp, "report_id": report_id}}
-    llm.collective_rpc(_pop_stages)
+    report_id = tag(request, settings_for(arm, retention, case))
+    llm.collective_rpc(pop_stages)
     processor.pop()
     started = time.perf_counter()
     (output,) = llm.generate([request], SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)
     seconds = time.perf_counter() - started
-    (stages,) = llm.collective_rpc(_pop_stages)
+    (stages,) = llm.collective_rpc(pop_stages)
     processor_ms, handed_over = processor.pop()
     answer = tokenizer.decode(output.outputs[0].token_ids).strip()
     row = {
@@ -298,18 +201,16 @@ def run_case(llm, processor: ProcessorProbe, arm: str, retention: float, case: C
         "handed_over_mib": handed_over / 2**20,
         "needle_recall": None,
     }
+    totals = stage_totals(stages)
     for stage in ("tower", "selection"):
-        mine = [s for s in stages if s[0] == stage]
-        row[f"{stage}_ms"] = sum(s[1] for s in mine) if mine else None
-        row[f"{stage}_peak_mib"] = max(s[2] for s in mine) if mine else None
+        row[f"{stage}_ms"] = totals[stage]["ms"] if stage in totals else None
+        row[f"{stage}_peak_mib"] = totals[stage]["peak_mib"] if stage in totals else None
     if report_id is not None:
-        record = FRONTEND_RECORDS.pop(report_id)
-        replies = llm.collective_rpc("sharp_reports", args=([item["mm_hash"] for item in record],))
-        (report,) = join_report(record, merge_replies(replies))
-        kept = set(report["kept_indices"])
+        ((report,),) = video_reports(llm, [report_id])
+        kept = set(report.selection.kept_indices)
         row["needle_recall"] = len(kept.intersection(case.needle_tokens)) / len(case.needle_tokens)
-        row["kept"] = report["video_tokens_kept"]
-        row["fallback"] = report.get("fallback")
+        row["kept"] = report.video_tokens_kept
+        row["fallback"] = report.fallback
     return row
 
 
@@ -357,7 +258,7 @@ def markdown(report: dict) -> str:
         f"the needle clip at the start, middle or end). Context {report['context']} tokens; every "
         f"method keeps {report['retention']} of the video; `none` runs only where the unpruned video "
         f"fits. {report['needles']} needles per length, model `{report['model']}`, vLLM "
-        f"{report['vllm']}, {report['machine']}.",
+        f"{report['provenance']['vllm']}, {report['provenance']['machine']}.",
         "",
         "## Accuracy (needle recall)",
         "",
@@ -448,16 +349,12 @@ def main() -> None:
     parser.add_argument("--needles", type=int, default=20, help="needles (videos) per length")
     parser.add_argument("--retention", type=float, default=0.1)
     parser.add_argument("--arms", nargs="+", default=ALL_ARMS, choices=ALL_ARMS)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--name", default="long_video")
-    parser.add_argument("--small", action="store_true", help="CI mode: 1 and 8 clips, 2 needles, no EVS")
+    add_output_arguments(parser)  # --small: 1 and 8 clips, 2 needles, no EVS
     args = parser.parse_args()
     if args.small:
-        args.lengths, args.needles, args.name = [1, 8], 2, args.name + "-small"
+        args.lengths, args.needles = [1, 8], 2
         args.arms = [arm for arm in args.arms if arm != "evs"]
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # the hooks' collective_rpc
-    import vllm
 
     todo = cases(args.lengths, args.needles, DEPTHS)
     rows: list[dict] = []
@@ -473,7 +370,7 @@ def main() -> None:
             print(f"{case.length:>3} clips, depth {case.depth}: {len(rows)} requests done", flush=True)
         shutdown(llm)
     if "evs" in args.arms:
-        llm = make_engine(args.model, evs_rate=round(1.0 - args.retention, 6))
+        llm = make_engine(args.model, evs_retention=args.retention)
         for case in todo:
             if fits("evs", case, args.retention):
                 rows.append(run_case(llm, processor, "evs", args.retention, case))
@@ -481,8 +378,6 @@ def main() -> None:
     report = {
         "note": "proxy task (synthetic clips, 2M-param model trained here), not a real long-video benchmark",
         "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
-        "vllm": vllm.__version__,
-        "machine": f"{os.cpu_count()} CPU cores, no GPU",
         "context": CONTEXT,
         "retention": args.retention,
         "lengths": args.lengths,
@@ -492,7 +387,7 @@ def main() -> None:
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_report(args.out, args.name, report, markdown, plot)
+    write_report(output_dir(args, "long_video"), args.name, report, markdown, plot, sources=SOURCES)
 
 
 if __name__ == "__main__":

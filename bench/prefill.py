@@ -1,7 +1,7 @@
 """TTFT and time per stage through the real vLLM engine on CPU, at real depth, against
 stock vLLM and vLLM's EVS, each figure next to its cost-model ceiling.
 
-Usage: python bench/prefill.py [--repeats 3] [--small]
+Usage: python -m bench.prefill [--repeats 3] [--small]
 The bench model is a Qwen2.5-VL built here with random weights: 28 decoder layers (the
 7B's depth) and the 7B's vision layout (32 blocks, full attention at 7/15/23/31, windows
 of 112 px), both narrowed (LM 128 wide, ViT 80 wide) so that the vision tower's share of
@@ -12,8 +12,7 @@ its per-grid cache (computed once, in the warm-up), and the `prior_query: questi
 computes its prior on every request.
 Arms: stock architecture unpruned; ours with `none`; sharp at K = 1 and K = 2, fastv,
 uniform at each retention; sharp with debias off, with the question prior, and a
-follow-up question on the previous request's video at r = 0.1;
-each change to the scoring pass before and after it; interleaved on two live
+follow-up question on the previous request's video at r = 0.1; interleaved on two live
 engines, medians over repeats. vLLM's EVS needs an engine per rate (its rate is
 per server): those run after, one engine at a time, against the same stock baseline.
 Stages come from hooks in the worker (vision tower, black prior), the per-request report
@@ -25,26 +24,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench import flops
+from bench.common.engines import (
+    ProcessorProbe,
+    bench_llm,
+    install_stage_probes,
+    pop_stages,
+    shutdown,
+    stage_totals,
+    tag,
+    video_reports,
+)
+from bench.common.results import REPO, add_output_arguments, output_dir, write_report
 
-import flops  # noqa: E402
+SOURCES = ["sharp_plugin", "server/media", "bench/prefill.py", "bench/flops.py"]
 
 FRAMES, SIDE = 32, 448
 RETENTIONS = (0.5, 0.25, 0.1, 0.05)
 FOLLOW_UP = "follow-up question"
-SHARP_ARCH = "SharpQwen2_5_VLForConditionalGeneration"
-STOCK_ARCH = "Qwen2_5_VLForConditionalGeneration"
 QUESTIONS = ["What colour is the {}th shape?", "Where is object {}?", "Describe moment {} of the clip."]
 
 
@@ -87,152 +91,6 @@ def build_bench_model(out: Path) -> Path:
     return save_checkpoint(build_model(config), tokenizer, out, min_pixels=56 * 56, max_pixels=SIDE * SIDE)
 
 
-# ---- hooks in the worker and the frontend ---------------------------------------------------
-def _install_worker_timers(worker) -> None:
-    """Time the vision tower and (ours) the black prior inside the worker."""
-    import time as _time
-
-    model = worker.model_runner.model
-    model._bench_times = {"vision": [], "prior": []}
-
-    def timed(name, function):
-        def wrapper(*args, **kwargs):
-            started = _time.perf_counter()
-            result = function(*args, **kwargs)
-            model._bench_times[name].append((_time.perf_counter() - started) * 1e3)
-            return result
-
-        return wrapper
-
-    model._process_video_input = timed("vision", model._process_video_input)
-    if hasattr(model, "_black_prior"):
-        model._black_prior = timed("prior", model._black_prior)
-
-
-def _sdpa_attention_before(q, k, v, scale, seen, out=None):
-    """The scoring pass's attention before this change (commit f6c75e3): SDPA with an
-    explicit mask, rows in blocks under a 256 MiB budget (about 2,000 rows here). Its
-    arguments are today's (`seen`, `out`: scoring_pass._attention's); it reads only the
-    rows' last visible columns, which is all a causal or block-causal mask needs."""
-    import torch
-    import torch.nn.functional as F
-
-    from sharp_plugin.core.masks import attention_mask
-
-    end = _ends(seen)
-    seq_len = q.shape[1]
-    step = max(1, (256 << 20) // (2 * 4 * q.shape[0] * seq_len))
-    blocks = []
-    for start in range(0, seq_len, step):
-        stop = min(start + step, seq_len)
-        reach = int(end[start:stop].max()) + 1
-        mask = attention_mask(end[start:stop], reach, q.device)
-        blocks.append(
-            F.scaled_dot_product_attention(
-                q[:, start:stop], k[:, :reach], v[:, :reach], attn_mask=mask, scale=scale, enable_gqa=True
-            )
-        )
-    return _written(torch.cat(blocks, dim=1), out)
-
-
-def _ends(seen):
-    """The rows' last visible columns, from a Visibility (or such a tensor), on the host."""
-    return (seen.end if hasattr(seen, "end") else seen).cpu()
-
-
-def _written(result, out):
-    """`result` ([H, L, d]) also written into `out` ([L, H, d]) when the caller gave one."""
-    if out is not None:
-        out.copy_(result.transpose(0, 1))
-    return result
-
-
-def _attention_after(worker) -> None:
-    import sharp_plugin.vllm.scoring_pass as scoring_pass
-
-    scoring_pass._attention = scoring_pass._saved_attention
-
-
-def _float32_attention_before(q, k, v, scale, seen, out=None):
-    """The scoring pass's attention before this change (commit 5893a04): the same row
-    blocks, but in float32 and with a [rows, reach] mask per block (today's arguments,
-    as in _sdpa_attention_before)."""
-    import torch
-
-    from sharp_plugin.core.masks import attention_mask
-    from sharp_plugin.vllm.scoring_pass import _rows_per_block
-
-    num_heads, seq_len, head_dim = q.shape
-    num_kv_heads = k.shape[0]
-    group = num_heads // num_kv_heads
-    keys, values = k.float(), v.float()
-    q_grouped = q.view(num_kv_heads, group, seq_len, head_dim)
-    result = q.new_empty(num_kv_heads, group, seq_len, head_dim)
-    end = _ends(seen)
-    step = _rows_per_block(num_heads, seq_len)
-    for start in range(0, seq_len, step):
-        stop = min(start + step, seq_len)
-        rows = stop - start
-        reach = int(end[start:stop].max()) + 1
-        block = q_grouped[:, :, start:stop].float().reshape(num_kv_heads, group * rows, head_dim)
-        logits = torch.bmm(block, keys[:, :reach].transpose(1, 2)).mul_(scale)
-        hidden = ~attention_mask(end[start:stop], reach, q.device)
-        logits = logits.view(num_kv_heads, group, rows, reach).masked_fill_(hidden, float("-inf"))
-        probs = logits.softmax(dim=-1).view(num_kv_heads, group * rows, reach)
-        result[:, :, start:stop] = torch.bmm(probs, values[:, :reach]).view(
-            num_kv_heads, group, rows, head_dim
-        )
-    return _written(result.view(num_heads, seq_len, head_dim), out)
-
-
-def _swap_attention(replacement):
-    def install(worker) -> None:
-        import sharp_plugin.vllm.scoring_pass as scoring_pass
-
-        scoring_pass._saved_attention = scoring_pass._attention
-        scoring_pass._attention = replacement
-
-    return install
-
-
-# Each change to the scoring pass: (install the code before it, restore the current code).
-BEFORE = {
-    "SDPA attention (before)": (_swap_attention(_sdpa_attention_before), _attention_after),
-    "float32 attention (before)": (_swap_attention(_float32_attention_before), _attention_after),
-}
-
-
-def _pop_worker_times(worker) -> dict:
-    model = worker.model_runner.model
-    times = model._bench_times
-    model._bench_times = {"vision": [], "prior": []}
-    return times
-
-
-class ProcessorTimer:
-    """Wall time of the multimodal processor in this (frontend) process."""
-
-    def __init__(self):
-        from vllm.multimodal.processing import BaseMultiModalProcessor
-
-        self.total_ms = 0.0
-        original = BaseMultiModalProcessor.apply
-        timer = self
-
-        def apply(self, *args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                timer.total_ms += (time.perf_counter() - started) * 1e3
-
-        BaseMultiModalProcessor.apply = apply
-
-    def pop(self) -> float:
-        value, self.total_ms = self.total_ms, 0.0
-        return value
-
-
 # ---- requests -------------------------------------------------------------------------------
 class Requests:
     def __init__(self, tokenizer):
@@ -256,63 +114,53 @@ class Requests:
             f"{question}<|im_end|>\n<|im_start|>assistant\n"
         )
         request = {"prompt": prompt, "multi_modal_data": {"video": [(frames, metadata)]}}
-        report_id = None
-        if sharp is not None:
-            report_id = uuid.uuid4().hex
-            request["mm_processor_kwargs"] = {"sharp": {**sharp, "report_id": report_id}}
+        report_id = tag(request, sharp)
         # Prompt tokens besides the video's: the question's length varies per request.
         self.text_tokens = len(self.tokenizer.encode(prompt, add_special_tokens=False)) - 1
         return request, report_id
 
 
-def make_engine(model_dir: Path, architecture: str, **engine_args):
-    from vllm import LLM
-
-    from sharp_plugin import WORKER_EXTENSION
-
-    extra = {"worker_extension_cls": WORKER_EXTENSION} if architecture == SHARP_ARCH else {}
+def make_engine(model_dir: Path, *, sharp: bool, **engine_args):
     # The processor cache stays on (vLLM's default), on both engines: with it and prefix
     # caching both off, vLLM skips content hashing and gives every item a per-request id,
     # so no cache can recognise a video (the follow-up arm needs that). Every other
     # request sends a new video, so it serves none of them.
-    return LLM(
-        model=str(model_dir), dtype="bfloat16", max_model_len=4400, max_num_seqs=1, enforce_eager=True,
-        enable_prefix_caching=False, mm_processor_cache_gb=1, limit_mm_per_prompt={"video": 1},
-        hf_overrides={"architectures": [architecture]}, seed=0, **extra, **engine_args,
+    llm = bench_llm(
+        model_dir, sharp=sharp, max_model_len=4400, max_num_seqs=1, enable_prefix_caching=False,
+        mm_processor_cache_gb=1, limit_mm_per_prompt={"video": 1}, **engine_args,
     )  # fmt: skip
+    llm.collective_rpc(install_stage_probes)
+    return llm
 
 
 def run_once(
-    llm, requests: Requests, processor: ProcessorTimer, sharp: dict | None, same_video: bool = False
+    llm, requests: Requests, processor: ProcessorProbe, sharp: dict | None, same_video: bool = False
 ) -> dict:
     from vllm import SamplingParams
 
-    from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report, merge_replies
-
     request, report_id = requests.next(sharp, same_video)
-    llm.collective_rpc(_pop_worker_times)
+    llm.collective_rpc(pop_stages)
     processor.pop()
     started = time.perf_counter()
     (output,) = llm.generate([request], SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)
     ttft = (time.perf_counter() - started) * 1e3
-    (times,) = llm.collective_rpc(_pop_worker_times)
+    (stages,) = llm.collective_rpc(pop_stages)
+    totals = stage_totals(stages)
     row = {
         "ttft_ms": ttft,
-        "processor_ms": processor.pop(),
-        "vision_ms": sum(times["vision"]),
-        "prior_ms": sum(times["prior"]),
+        "processor_ms": processor.pop()[0],
+        "vision_ms": totals.get("tower", {}).get("ms", 0.0),
+        "prior_ms": totals.get("prior", {}).get("ms", 0.0),
         "prompt_tokens": len(output.prompt_token_ids),
         "text_tokens": requests.text_tokens,
         "scoring_ms": 0.0,
     }
     if report_id is not None:
-        record = FRONTEND_RECORDS.pop(report_id)
-        replies = llm.collective_rpc("sharp_reports", args=([item["mm_hash"] for item in record],))
-        (report,) = join_report(record, merge_replies(replies))
-        row["video_tokens"], row["kept"] = report["video_tokens"], report["video_tokens_kept"]
-        row["prior"] = report["prior"]
+        ((report,),) = video_reports(llm, [report_id])
+        row["video_tokens"], row["kept"] = report.video_tokens, report.video_tokens_kept
+        row["prior"] = report.prior
         # The report's scoring time includes the prior; keep the two apart.
-        row["scoring_ms"] = (report["scoring_ms"] or 0.0) - row["prior_ms"]
+        row["scoring_ms"] = (report.scoring_ms or 0.0) - row["prior_ms"]
     row["lm_prefill_ms"] = row["ttft_ms"] - row["processor_ms"] - row["vision_ms"] - row["scoring_ms"]
     row["lm_prefill_ms"] -= row["prior_ms"]
     return row
@@ -340,9 +188,6 @@ def arms(retentions) -> list[tuple[str, str, dict | None]]:
                 {"retention": 0.1, "prune_layer": 2, "prior_query": "question"},
             )
         )
-        for change in BEFORE:  # each change to the scoring pass, before and after, in this run
-            out.append(("ours", f"sharp K=2, {change}", {"retention": 0.1, "prune_layer": 2}))
-            out.append(("ours", f"fastv, {change}", {"method": "fastv", "retention": 0.1}))
     return out
 
 
@@ -386,16 +231,11 @@ def ceilings(name: str, settings: dict | None, model: flops.Model) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--small", action="store_true", help="CI mode: 1 repeat, r = 0.1, no EVS")
-    parser.add_argument("--out", type=Path, default=None)
+    add_output_arguments(parser)  # --small: 1 repeat, r = 0.1, no EVS
     args = parser.parse_args()
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # the timing hooks
     retentions = (0.1,) if args.small else RETENTIONS
     repeats = 1 if args.small else args.repeats
-    out = args.out or (REPO / ("runs/prefill-small" if args.small else "bench/results"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args, "prefill")
 
     cost = flops.Model.load("bench", bench_model_config())
     seven_b = flops.load_models()["Qwen2.5-VL-7B"]
@@ -410,13 +250,8 @@ def main() -> None:
     )
     model_dir = build_bench_model(REPO / "runs/bench-models/prefill-28l")
 
-    import sharp_plugin
-
-    sharp_plugin.register()
-    processor = ProcessorTimer()
-    engines = {"ours": make_engine(model_dir, SHARP_ARCH), "stock": make_engine(model_dir, STOCK_ARCH)}
-    for llm in engines.values():
-        llm.collective_rpc(_install_worker_timers)
+    engines = {"ours": make_engine(model_dir, sharp=True), "stock": make_engine(model_dir, sharp=False)}
+    processor = ProcessorProbe()
     requests = Requests(engines["ours"].get_tokenizer())
     plan = arms(retentions)
     samples: dict[str, list[dict]] = {}
@@ -425,19 +260,12 @@ def main() -> None:
     for repeat in range(repeats):
         for engine, name, settings in plan:
             key = json.dumps([name, settings], sort_keys=True)
-            change = next((c for c in BEFORE if name.endswith(c)), None)
-            if change:
-                engines[engine].collective_rpc(BEFORE[change][0])
-            try:
-                follow_up = name.endswith(FOLLOW_UP)
-                row = run_once(engines[engine], requests, processor, settings, same_video=follow_up)
-                samples.setdefault(key, []).append(row)
-            finally:
-                if change:
-                    engines[engine].collective_rpc(BEFORE[change][1])
+            follow_up = name.endswith(FOLLOW_UP)
+            row = run_once(engines[engine], requests, processor, settings, same_video=follow_up)
+            samples.setdefault(key, []).append(row)
             print(f"repeat {repeat + 1}/{repeats}: {name} {settings or ''} done", file=sys.stderr)
     for llm in engines.values():
-        llm.llm_engine.engine_core.shutdown()
+        shutdown(llm)
     del engines
 
     rows = []
@@ -455,12 +283,10 @@ def main() -> None:
     if not args.small:
         stock_ttft = next(r for r in rows if r["arm"] == "stock")
         for retention in retentions:
-            llm = make_engine(model_dir, STOCK_ARCH, video_pruning_rate=1 - retention)
-            llm.collective_rpc(_install_worker_timers)
+            llm = make_engine(model_dir, sharp=False, video_pruning_rate=round(1 - retention, 6))
             run_once(llm, requests, processor, None)  # warm-up
             runs = [run_once(llm, requests, processor, None) for _ in range(repeats)]
-            llm.llm_engine.engine_core.shutdown()
-            del llm
+            shutdown(llm)
             settings = {"method": "evs", "retention": retention}
             rows.append(
                 {
@@ -498,8 +324,7 @@ def report(rows: list[dict], ratio: dict, out: Path, args) -> None:
         "repeats": args.repeats,
         "rows": rows,
     }
-    (out / ("prefill-small.json" if args.small else "prefill.json")).write_text(json.dumps(result, indent=1))
-    plot(rows, out / ("prefill-small.png" if args.small else "prefill.png"))
+    write_report(out, "prefill", result, lambda r: "", lambda r, path: plot(r["rows"], path), sources=SOURCES)
     if not args.small:
         accuracy_against_time(rows, out)
 

@@ -1,7 +1,7 @@
 """Accuracy against retention on the proxy video-QA task, through the real vLLM engine.
 
-    python bench/quality.py                 # full run (bench/README.md gives its cost)
-    python bench/quality.py --small         # CI: the machinery on a few clips
+    python -m bench.quality                 # full run (bench/README.md gives its cost)
+    python -m bench.quality --small         # CI: the machinery on a few clips
 
 A PROXY, NOT THE PAPER'S BENCHMARK: a 2 M-parameter Qwen2.5-VL trained here on synthetic
 clips (proxy_videoqa) where each answer hangs on one video token of 128. It shows
@@ -15,19 +15,15 @@ ceiling), and vLLM's own EVS at the matched rate (stock architecture, engine-wid
 `video_pruning_rate`, one engine per rate). At retention 1.0 every method keeps every
 token, so one unpruned pass stands for all of them.
 
-Writes JSON, a markdown table and a PNG plot (accuracy against retention, one line per
-method) to --out.
+Writes JSON (with every clip's outcome per cell, for paired comparisons), a markdown
+table and a PNG plot (accuracy against retention, one line per method) to --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
-import sys
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,19 +31,17 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common.engines import bench_llm, evs_llm, frames_input, shutdown, tag, video_reports
+from bench.common.results import REPO, add_output_arguments, output_dir, write_report
+from bench.common.stats import binomial_se
+from proxy_videoqa.batches import chat_prompt
+from proxy_videoqa.clips import SPLITS, TASKS, Clip
+from proxy_videoqa.geometry import FPS
+from proxy_videoqa.held_out import held_out_clips
 
-from report_files import write_report  # noqa: E402
-
-from proxy_videoqa.batches import chat_prompt  # noqa: E402
-from proxy_videoqa.clips import SPLITS, TASKS, Clip  # noqa: E402
-from proxy_videoqa.geometry import FPS, FRAME_SIZE, NUM_FRAMES  # noqa: E402
-from proxy_videoqa.held_out import held_out_clips  # noqa: E402
-from server.video import DecodedVideo, VideoInfo  # noqa: E402
-from sharp_plugin import WORKER_EXTENSION  # noqa: E402
-
+ROOT = REPO
 DEFAULT_MODEL = ROOT / "models" / "sharp-proxy-qwen25vl"
+SOURCES = ["sharp_plugin", "models/sharp-proxy-qwen25vl", "proxy_videoqa", "bench/quality.py"]
 PRESETS = yaml.safe_load((ROOT / "configs" / "pruning-presets.yaml").read_text())
 SHARP_METHODS = [
     "sharp", "sharp-local", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias", "sharp-no-dedup",
@@ -67,31 +61,16 @@ def settings_for(method: str, retention: float, clip: Clip) -> dict:
     return {**PRESETS[method], "retention": retention}
 
 
-def video_input(clip: Clip):
-    info = VideoInfo(num_frames=NUM_FRAMES, fps=FPS, width=FRAME_SIZE, height=FRAME_SIZE)
-    return DecodedVideo(clip.frames, list(range(NUM_FRAMES)), info).vllm_input()
-
-
-def make_engine(model: Path, dtype: str, *, evs_rate: float | None = None):
-    from vllm import LLM
-
-    common = dict(
-        model=str(model), dtype=dtype, max_model_len=1024, max_num_seqs=32, enforce_eager=True,
-        limit_mm_per_prompt={"video": 1, "image": 0}, seed=0,
-    )  # fmt: skip
-    if evs_rate is None:
-        return LLM(**common, worker_extension_cls=WORKER_EXTENSION)
-    return LLM(
-        **common,
-        hf_overrides={"architectures": ["Qwen2_5_VLForConditionalGeneration"]},
-        video_pruning_rate=evs_rate,
-    )
-
-
-def shutdown(llm) -> None:
-    llm.llm_engine.engine_core.shutdown()
-    del llm
-    gc.collect()
+def make_engine(model: Path, dtype: str, *, evs_retention: float | None = None):
+    common = {
+        "dtype": dtype,
+        "max_model_len": 1024,
+        "max_num_seqs": 32,
+        "limit_mm_per_prompt": {"video": 1, "image": 0},
+    }
+    if evs_retention is None:
+        return bench_llm(model, **common)
+    return evs_llm(model, evs_retention, **common)
 
 
 def run_pass(llm, clips: list[Clip], settings, bar) -> list[dict]:
@@ -100,8 +79,6 @@ def run_pass(llm, clips: list[Clip], settings, bar) -> list[dict]:
     `settings(clip)` gives the request's `sharp` object, or None for a stock engine.
     """
     from vllm import SamplingParams
-
-    from sharp_plugin.vllm.reports import FRONTEND_RECORDS, join_report
 
     tokenizer = llm.get_tokenizer()
     params = SamplingParams(max_tokens=1, temperature=0.0)
@@ -112,20 +89,13 @@ def run_pass(llm, clips: list[Clip], settings, bar) -> list[dict]:
         for clip in chunk:
             request = {
                 "prompt": chat_prompt(tokenizer, clip.question),
-                "multi_modal_data": {"video": video_input(clip)},
+                "multi_modal_data": {"video": frames_input(clip.frames, FPS)},
             }
-            sharp = settings(clip)
-            if sharp is not None:
-                report_ids.append(uuid.uuid4().hex)
-                request["mm_processor_kwargs"] = {"sharp": {**sharp, "report_id": report_ids[-1]}}
+            report_ids.append(tag(request, settings(clip)))
             requests.append(request)
         outputs = llm.generate(requests, params, use_tqdm=False)
-        kept = [None] * len(chunk)
-        if report_ids:
-            records = [FRONTEND_RECORDS.get(rid) for rid in report_ids]
-            hashes = [item["mm_hash"] for record in records for item in record]
-            worker = llm.collective_rpc("sharp_reports", args=(hashes,))[0]
-            kept = [join_report(record, worker)[0]["kept_indices"] for record in records]
+        reports = video_reports(llm, report_ids)
+        kept = [videos[0].selection.kept_indices if videos else None for videos in reports]
         for clip, output, kept_indices in zip(chunk, outputs, kept, strict=True):
             answer = tokenizer.decode(output.outputs[0].token_ids).strip()
             needle = set(clip.needle_tokens)
@@ -142,6 +112,8 @@ def run_pass(llm, clips: list[Clip], settings, bar) -> list[dict]:
 
 
 def summarise(clips: list[Clip], results: list[dict]) -> dict:
+    """Per cell (all, task, task/split): n, accuracy, needle recall, prompt tokens; and
+    every clip's outcome in clip order (`outcomes`), for paired comparisons."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for clip, result in zip(clips, results, strict=True):
         for key in ("all", clip.task, f"{clip.task}/{clip.split}"):
@@ -155,11 +127,8 @@ def summarise(clips: list[Clip], results: list[dict]) -> dict:
             "needle_recall": round(float(np.mean(recalls)), 4) if recalls else None,
             "prompt_tokens": round(float(np.mean([r["prompt_tokens"] for r in rows])), 1),
         }
+    summary["outcomes"] = [int(r["correct"]) for r in results]
     return summary
-
-
-def stderr(accuracy: float, n: int) -> float:
-    return float(np.sqrt(accuracy * (1 - accuracy) / max(n, 1)))
 
 
 def markdown(report: dict) -> str:
@@ -170,7 +139,7 @@ def markdown(report: dict) -> str:
         "A proxy, not the paper's benchmark: a 2 M-parameter Qwen2.5-VL trained on synthetic clips "
         "(proxy_videoqa), one needle token of 128 per answer. "
         f"{report['clips']} held-out clips ({report['per_split']} per task and split), "
-        f"model `{report['model']}`, dtype {report['dtype']}, through vLLM {report['vllm']}. "
+        f"model `{report['model']}`, dtype {report['dtype']}, through vLLM {report['provenance']['vllm']}. "
         f"`shipped` is every task/split cell but the unsolved ones ({', '.join(report['unsolved'])}: "
         "the model is below 0.9 on them unpruned), which are reported separately.",
         "",
@@ -180,7 +149,7 @@ def markdown(report: dict) -> str:
         n = report["results"]["none"]["1.0"][key]["n"]
         unsolved = key in report["unsolved"]
         note = " — UNSOLVED by the model, reported separately" if unsolved else ""
-        lines += [f"## {key} (n = {n}, one standard error ≤ {stderr(0.5, n):.3f}){note}", ""]
+        lines += [f"## {key} (n = {n}, one standard error ≤ {binomial_se(0.5, n):.3f}){note}", ""]
         lines.append("| method | " + " | ".join(f"r={r}" for r in retentions) + " |")
         lines.append("|---|" + "---|" * len(retentions))
         for method, by_retention in report["results"].items():
@@ -254,21 +223,17 @@ def main() -> None:
     parser.add_argument("--retentions", type=float, nargs="+", default=RETENTIONS)
     parser.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--name", default="quality", help="output file stem")
-    parser.add_argument(
-        "--small", action="store_true", help="CI mode: 2 clips per task and split, retentions 1.0 and 0.25"
-    )
+    add_output_arguments(parser)  # --small: 2 clips per task and split, retentions 1.0 and 0.25
     parser.add_argument("--from-json", type=Path, help="only re-render the table and plot of a saved run")
     args = parser.parse_args()
     if args.from_json:
         report = json.loads(args.from_json.read_text())
+        report.pop("provenance", None)
         write_outputs(report, args.from_json.parent, args.from_json.stem)
         return
     if args.small:
-        args.per_split, args.retentions, args.name = 2, [1.0, 0.25], args.name + "-small"
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    import vllm
+        args.per_split, args.retentions = 2, [1.0, 0.25]
 
     clips = list(held_out_clips(args.per_split))
     pruned = [r for r in args.retentions if r < 1.0]
@@ -288,7 +253,7 @@ def main() -> None:
     shutdown(llm)
     for _, retention in evs_plan:
         bar.set_postfix_str(f"evs r={retention}")
-        llm = make_engine(args.model, args.dtype, evs_rate=round(1.0 - retention, 6))
+        llm = make_engine(args.model, args.dtype, evs_retention=retention)
         started = time.perf_counter()
         rows = run_pass(llm, clips, lambda clip: None, bar)
         seconds[f"evs@{retention}"] = round(time.perf_counter() - started, 1)
@@ -302,16 +267,17 @@ def main() -> None:
         "note": "proxy task (synthetic clips, 2M-param model trained here), not the paper's benchmark",
         "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
         "dtype": args.dtype,
-        "vllm": vllm.__version__,
         "per_split": args.per_split,
         "clips": len(clips),
+        # Each clip's cell, in the order of every cell's `outcomes`.
+        "clip_cells": [f"{clip.task}/{clip.split}" for clip in clips],
         "retentions": sorted(args.retentions, reverse=True),
         "presets": {m: PRESETS[m] for m in SHARP_METHODS if m in PRESETS},
         "unsolved": list(UNSOLVED),
         "results": dict(results),
         "pass_seconds": seconds,
     }
-    write_outputs(report, args.out, args.name)
+    write_outputs(report, output_dir(args, "quality"), args.name)
 
 
 def add_shipped(report: dict) -> None:
@@ -336,7 +302,7 @@ def add_shipped(report: dict) -> None:
 
 def write_outputs(report: dict, out: Path, name: str) -> None:
     add_shipped(report)
-    write_report(out, name, report, markdown, plot)
+    write_report(out, name, report, markdown, plot, sources=SOURCES)
 
 
 if __name__ == "__main__":

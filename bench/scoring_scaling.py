@@ -1,12 +1,12 @@
 """Time and peak memory of the scoring pass against the video's length, block-causal
 against segment-local masking (issue #14: the kept tokens must fit, not the video).
 
-    python bench/scoring_scaling.py           # N = 4k .. 128k (block-causal to 32k), ~6 min
-    python bench/scoring_scaling.py --small   # CI: local 8k and 32k, block-causal 4k and 16k
+    python -m bench.scoring_scaling           # N = 4k .. 128k (block-causal to 32k), ~6 min
+    python -m bench.scoring_scaling --small   # CI: local 8k and 32k, block-causal 4k and 16k
 
-The product's own `DecoderScoringPass` over bench/scoring_memory.py's stand-in decoder
-(vLLM's Qwen2 layer interface at 7B's proportions: head dim 128, 7 query heads per KV
-head, MLP 5.3x wide) at a reduced width, to layer K = 2, with 64 query rows, 16 x 16
+The product's own `DecoderScoringPass` over the stand-in decoder (bench/common/standin.py:
+vLLM's Qwen2 layer interface at 7B's proportions) at a reduced width, to layer K = 2,
+with 64 query rows, 16 x 16
 tokens per temporal group and 4 groups per segment. One fresh process per point: time
 is the pass's wall time (after a warm-up at a small size; the fastest of --repeats),
 memory the peak RSS of a separate process above its RSS before the pass. Writes JSON, a
@@ -25,11 +25,10 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
+from bench.common.results import add_output_arguments, output_dir, write_report
+from bench.common.standin import LIVE_MEMORY, QUERY_TOKENS, Decoder, reset_peak_rss, rss_kib, video_layout
 
-from report_files import write_report  # noqa: E402
-from scoring_memory import LIVE_MEMORY, QUERY_TOKENS, Decoder, rss_kib  # noqa: E402
+SOURCES = ["sharp_plugin/vllm/scoring_pass.py", "sharp_plugin/core", "bench/scoring_scaling.py"]
 
 GRID_SIDE, SEGMENT_GROUPS, PRUNE_LAYER = 16, 4, 2
 MASKS = ("block_causal", "local")
@@ -37,33 +36,22 @@ MASKS = ("block_causal", "local")
 
 def measure(hidden: int, tokens: int, mask_kind: str, repeats: int = 1) -> dict:
     from sharp_plugin.core.masks import SegmentMask
-    from sharp_plugin.vllm.scoring_pass import DecoderScoringPass, ItemLayout
+    from sharp_plugin.vllm.scoring_pass import DecoderScoringPass
 
     torch.manual_seed(0)
     torch.set_num_threads(1)  # one core: steadier timings on a shared 2-core machine
     mask = SegmentMask(SEGMENT_GROUPS, local=mask_kind == "local")
     with torch.inference_mode():
         decoder = Decoder(hidden)
-
-        def layout(n: int) -> ItemLayout:
-            groups = n // (GRID_SIDE * GRID_SIDE)
-            t, h, w = torch.meshgrid(
-                torch.arange(groups), torch.arange(GRID_SIDE), torch.arange(GRID_SIDE), indexing="ij"
-            )
-            video = torch.stack([t.flatten() * 2, h.flatten(), w.flatten()])
-            start = int(video.max()) + 1
-            positions = torch.cat([video, torch.arange(QUERY_TOKENS).expand(3, -1) + start], dim=1)
-            suffix = torch.randint(0, 1000, (QUERY_TOKENS,))
-            return ItemLayout(torch.zeros(0, dtype=torch.long), suffix, 1, positions, GRID_SIDE * GRID_SIDE)
-
         warm = GRID_SIDE * GRID_SIDE  # one group: smaller than any measured N
-        DecoderScoringPass(decoder, PRUNE_LAYER, layout(warm))(
+        DecoderScoringPass(decoder, PRUNE_LAYER, video_layout(1, GRID_SIDE))(
             torch.randn(warm, hidden, dtype=torch.bfloat16), mask
         )
-        visual = torch.randn(tokens, hidden, dtype=torch.bfloat16)
-        scorer = DecoderScoringPass(decoder, PRUNE_LAYER, layout(tokens))
+        groups = tokens // (GRID_SIDE * GRID_SIDE)
+        visual = torch.randn(groups * GRID_SIDE * GRID_SIDE, hidden, dtype=torch.bfloat16)
+        scorer = DecoderScoringPass(decoder, PRUNE_LAYER, video_layout(groups, GRID_SIDE))
         before = rss_kib("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        reset_peak_rss()
         times = []
         for _ in range(repeats):  # the fastest run: the least disturbed by the machine
             started = time.perf_counter()
@@ -71,8 +59,8 @@ def measure(hidden: int, tokens: int, mask_kind: str, repeats: int = 1) -> dict:
             times.append(time.perf_counter() - started)
         seconds = min(times)
         peak = rss_kib("VmHWM")
-    assert result.scores.shape == (tokens,)
-    return {"mask": mask_kind, "hidden": hidden, "tokens": tokens, "seconds": seconds,
+    assert result.scores.shape == (visual.shape[0],)
+    return {"mask": mask_kind, "hidden": hidden, "tokens": visual.shape[0], "seconds": seconds,
             "peak_extra_mib": (peak - before) / 1024}  # fmt: skip
 
 
@@ -86,7 +74,16 @@ KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_"
 
 def run_point(hidden: int, tokens: int, mask_kind: str, repeats: int) -> dict:
     def child(extra_env: dict, runs: int) -> dict:
-        command = [sys.executable, __file__, "--one", str(hidden), str(tokens), mask_kind, str(runs)]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.scoring_scaling",
+            "--one",
+            str(hidden),
+            str(tokens),
+            mask_kind,
+        ]
+        command.append(str(runs))
         env = {**os.environ, **extra_env}
         out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
         return json.loads(out.strip().splitlines()[-1])
@@ -101,7 +98,7 @@ def markdown(report: dict) -> str:
         "",
         f"Stand-in 7B-shaped decoder at hidden {report['hidden']}, K = {PRUNE_LAYER}, {QUERY_TOKENS} query "
         f"rows, {GRID_SIDE * GRID_SIDE} tokens per group, {SEGMENT_GROUPS} groups per segment; one process "
-        "per point (bench/scoring_scaling.py).",
+        "per point (`python -m bench.scoring_scaling`).",
         "",
         "| mask | N | seconds | peak extra MiB | time / previous | memory / previous |",
         "|---|---|---|---|---|---|",
@@ -156,30 +153,22 @@ def main() -> None:
     # row as its working set grows (this CPU's caches and page faults: even its GEMMs ran
     # 4.3x for 4x the rows from 32k to 128k, attention 5.0x), which is the machine's, not
     # the algorithm's; from 8k to 32k the pass measured 3.9x.
-    parser.add_argument(
-        "--small", action="store_true", help="CI: local at 8k and 32k, block-causal at 4k and 16k"
-    )
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--name", default="scoring_scaling")
+    add_output_arguments(parser)  # --small: local at 8k and 32k, block-causal at 4k and 16k
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(int(args.one[0]), int(args.one[1]), args.one[2], int(args.one[3]))))
         return
     if args.small:
-        args.tokens, args.block_causal_tokens = [8192, 32768], [4096, 16384]
-        args.repeats, args.name = 3, args.name + "-small"
+        args.tokens, args.block_causal_tokens, args.repeats = [8192, 32768], [4096, 16384], 3
     rows = []
     for mask_kind in MASKS:
         for tokens in args.block_causal_tokens if mask_kind == "block_causal" else args.tokens:
             rows.append(run_point(args.hidden, tokens, mask_kind, args.repeats))
             print(rows[-1], flush=True)
-    report = {
-        "hidden": args.hidden,
-        "rows": rows,
-        "command": " ".join(["python bench/scoring_scaling.py", *sys.argv[1:]]),
-    }
-    write_report(args.out, args.name, report, markdown, plot, indent=2)
+    report = {"hidden": args.hidden, "rows": rows}
+    out = output_dir(args, "scoring_scaling")
+    write_report(out, "scoring_scaling", report, markdown, plot, sources=SOURCES, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A bounded mixed soak of the real server: streams, uploads, disconnects and bad
 requests at a fixed concurrency, watching for server errors, leaks and growth.
 
-Usage: python bench/soak.py [--requests 1000] [--concurrency 8] [--small]
+Usage: python -m bench.soak [--requests 1000] [--concurrency 8] [--small]
 It starts `sharp-serve` (default config: the proxy model on CPU) on a free loopback port
 with its own upload directory and TMPDIR, drives it with httpx, then reports:
 - responses by status and by kind of request, p50/p95 latency per kind;
@@ -10,7 +10,7 @@ with its own upload directory and TMPDIR, drives it with httpx, then reports:
   from the end of warm-up (the first 20% of requests) to the end;
 - files left behind (upload store, partial uploads, temporary media);
 - engine requests still unfinished once the load stops.
-Writes bench/results/soak.json and soak.png (RSS over time). --small is the CI mode (80
+Writes soak.{json,md,png} (RSS over time) to --out. --small is the CI mode (80
 requests at concurrency 4, results under runs/). The server's log is kept in
 runs/soak-server.log. Exit status 1 when a target is missed:
 any 5xx, any leaked file, any unfinished request, or RSS growth of 5% or more.
@@ -22,13 +22,9 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import json
-import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +37,10 @@ import httpx
 import numpy as np
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common.results import REPO, add_output_arguments, output_dir, write_report
+from bench.common.servers import ServerFailed, ServerProcess, free_port, ours_command
+
+SOURCES = ["server", "sharp_plugin", "configs/default.yaml", "bench/soak.py"]
 MODEL = "sharp-proxy-qwen25vl"
 # The mix, by share of requests.
 KINDS = {
@@ -72,12 +71,6 @@ def write_clip(path: Path, seed: int, frames: int = 32, size: int = 112) -> Path
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def message(part: dict, text: str = "What colour is the shape?") -> list[dict]:
@@ -245,13 +238,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--small", action="store_true", help="CI mode: 80 requests at concurrency 4")
-    parser.add_argument("--out", type=Path, default=None)
+    add_output_arguments(parser)  # --small: 80 requests at concurrency 4
     args = parser.parse_args()
     if args.small:
         args.requests, args.concurrency = 80, 4
-    out = args.out or (REPO / ("runs/soak-small" if args.small else "bench/results"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args, "soak")
 
     work = Path(tempfile.mkdtemp(prefix="sharp-soak-"))
     media, files, tmp = work / "media", work / "files", work / "tmp"
@@ -259,45 +250,23 @@ def main() -> int:
         d.mkdir()
     clips = [write_clip(media / f"clip{i}.mp4", seed=i, frames=16 + 8 * (i % 3)) for i in range(6)]
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         "TMPDIR": str(tmp),
         "SHARP_SERVE_SECURITY__ALLOWED_LOCAL_ROOT": str(media),
         "SHARP_SERVE_FILES__DIRECTORY": str(files),
     }
     log_path = work / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "--config",
-                str(REPO / "configs/default.yaml"),
-                "--port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=work,
-        )
+    server = ServerProcess(
+        ours_command(REPO / "configs/default.yaml", port), port, log_path, env=env, cwd=work
+    )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                print(log_path.read_text()[-3000:])
-                return 1
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server not healthy after 300 s")
-            time.sleep(1)
-        sampler = RssSampler(psutil.Process(process.pid), period_s=0.2 if args.small else 1.0)
+        server.start()
+    except ServerFailed as exc:
+        print(exc)
+        return 1
+    base_url = server.base_url
+    try:
+        sampler = RssSampler(psutil.Process(server.process.pid), period_s=0.2 if args.small else 1.0)
         sampler.start()
         soak = Soak(base_url, clips, random.Random(0))
         started = time.monotonic()
@@ -315,11 +284,7 @@ def main() -> int:
         counted_5xx = server_side_5xx(base_url)
         server_log = log_path.read_text()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        server.stop(grace_s=30)
     left = {
         "stored_files": len(list(files.glob("file-*"))),
         "partial_uploads": len(list(files.glob(".file-*"))),
@@ -336,9 +301,7 @@ def main() -> int:
     kept_log.parent.mkdir(exist_ok=True)
     kept_log.write_text(server_log)
     shutil.rmtree(work, ignore_errors=True)
-    (out / "soak.json").write_text(json.dumps(report, indent=2))
-    plot(sampler.samples, started, report, out / "soak.png")
-    print_table(report)
+    write_report(out, "soak", report, markdown, plot, sources=SOURCES, indent=2)
     return 0 if report["passed"] else 1
 
 
@@ -403,33 +366,44 @@ def summarise(results, samples, started, elapsed, args, left, unfinished, health
     }
 
 
-def print_table(report: dict) -> None:
+def markdown(report: dict) -> str:
     requests, concurrency, elapsed = report["requests"], report["concurrency"], report["elapsed_s"]
-    print(f"\n{requests} requests at concurrency {concurrency} in {elapsed:.0f} s")
-    print(f"statuses: {report['by_status']}  (0 = the client left on purpose)")
-    print("| kind | requests | statuses | p50 s | p95 s |\n|---|---|---|---|---|")
+    lines = [
+        f"# Soak: {requests} requests at concurrency {concurrency} in {elapsed:.0f} s",
+        "",
+        f"statuses: {report['by_status']}  (0 = the client left on purpose)",
+        "",
+        "| kind | requests | statuses | p50 s | p95 s |",
+        "|---|---|---|---|---|",
+    ]
     for kind, row in report["by_kind"].items():
         p50, p95 = (f"{row[k]:.2f}" if row[k] is not None else "-" for k in ("p50_s", "p95_s"))
-        print(f"| {kind} | {row['requests']} | {row['statuses']} | {p50} | {p95} |")
+        lines.append(f"| {kind} | {row['requests']} | {row['statuses']} | {p50} | {p95} |")
+    lines.append("")
     for key, row in report["rss_mb"].items():
-        print(
-            f"{key}: {row['after_warmup']:.0f} MB after warm-up -> {row['end']:.0f} MB ({row['growth']:+.1%})"
+        lines.append(
+            f"- {key}: {row['after_warmup']:.0f} MB after warm-up -> {row['end']:.0f} MB "
+            f"({row['growth']:+.1%})"
         )
-    print(f"left behind: {report['left_behind']}")
-    print(f"unfinished engine requests: {report['unfinished_engine_requests']}")
     seen, counted = report["server_errors"], report["server_counted_5xx"]
-    print(f"server errors: {seen} seen by clients, {counted} in /metrics")
-    print(f"passed: {report['passed']}")
+    lines += [
+        f"- left behind: {report['left_behind']}",
+        f"- unfinished engine requests: {report['unfinished_engine_requests']}",
+        f"- server errors: {seen} seen by clients, {counted} in /metrics",
+        f"- passed: {report['passed']}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
-def plot(samples, started, report, path: Path) -> None:
+def plot(report, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    t = [s["t"] - started for s in samples]
+    samples = report["rss_samples"]
+    t = [s["t"] for s in samples]
     ax.plot(t, [s["server_mb"] for s in samples], label="server (API + AsyncLLM frontend)")
     ax.plot(t, [s["engine_mb"] or np.nan for s in samples], label="vLLM engine core + workers")
     ax.set_xlabel("seconds into the soak")

@@ -21,11 +21,12 @@ os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_small_bench(script: str, out: Path, timeout: int) -> subprocess.CompletedProcess:
-    """A bench's CI mode (`--small`), writing into `out`; the caller checks the outcome."""
+def run_small_bench(bench: str, out: Path, timeout: int, *extra: str) -> subprocess.CompletedProcess:
+    """A bench's CI mode (`python -m bench.<bench> --small`), writing into the directory
+    `out`; the caller checks the outcome."""
     return subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), "--small", "--out", str(out)],
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", f"bench.{bench}", "--small", "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
     )  # fmt: skip
 
 

@@ -7,16 +7,15 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from bench import flops
 
-sys.path.insert(0, str(REPO / "bench"))
-import flops  # noqa: E402
+from .conftest import REPO
 
 
 def test_the_cost_model_matches_flop_counter_mode_within_one_percent(tmp_path):
     run = subprocess.run(
-        [sys.executable, str(REPO / "bench/flops.py"), "--out", str(tmp_path / "flops.json")],
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "bench.flops", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "flops.json").read_text())

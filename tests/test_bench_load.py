@@ -13,9 +13,9 @@ pytestmark = pytest.mark.engine
 
 
 def test_small_load_run_drives_both_servers_with_vllm_bench_serve(tmp_path):
-    run = run_small_bench("load.py", tmp_path, timeout=1200)
+    run = run_small_bench("load", tmp_path, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads((tmp_path / "load-small.json").read_text())
+    report = json.loads((tmp_path / "load.json").read_text())
     rows = {(row["server"], row["method"], row["retention"]): row for row in report["rows"]}
     assert set(rows) == {("ours", "none", 1.0), ("ours", "sharp", 0.25), ("stock", "none", 1.0)}
     for row in rows.values():
@@ -26,4 +26,4 @@ def test_small_load_run_drives_both_servers_with_vllm_bench_serve(tmp_path):
     per_request = {key: row["input_tokens"] / row["completed"] for key, row in rows.items()}
     assert per_request[("ours", "none", 1.0)] == per_request[("stock", "none", 1.0)]
     assert per_request[("ours", "none", 1.0)] - per_request[("ours", "sharp", 0.25)] == 1152 - 288
-    assert (tmp_path / "load-small.png").stat().st_size > 10_000
+    assert (tmp_path / "load.png").stat().st_size > 10_000

@@ -20,11 +20,11 @@ PRUNED = ["sharp", "sharp-local", "fastv", "uniform", "oracle"]
 
 
 def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(tmp_path):
-    run = run_small_bench("long_video.py", tmp_path, timeout=900)
+    run = run_small_bench("long_video", tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads((tmp_path / "long_video-small.json").read_text())
-    assert (tmp_path / "long_video-small.png").stat().st_size > 10_000
-    assert "proxy" in (tmp_path / "long_video-small.md").read_text().lower()
+    report = json.loads((tmp_path / "long_video.json").read_text())
+    assert (tmp_path / "long_video.png").stat().st_size > 10_000
+    assert "proxy" in (tmp_path / "long_video.md").read_text().lower()
     results = report["results"]
     assert sorted(results) == sorted(["none", *PRUNED])
     assert sorted(results["none"]) == ["1"], "the unpruned 8-clip video does not fit the context"

@@ -14,9 +14,9 @@ pytestmark = pytest.mark.engine
 
 
 def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
-    run = run_small_bench("prefill.py", tmp_path, timeout=900)
+    run = run_small_bench("prefill", tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads((tmp_path / "prefill-small.json").read_text())
+    report = json.loads((tmp_path / "prefill.json").read_text())
     ratio = report["vision_lm_flops_ratio"]
     assert abs(ratio["bench"] / ratio["qwen25vl_7b"] - 1) < 0.10, ratio
     rows = {row["arm"]: row for row in report["rows"]}
@@ -37,16 +37,10 @@ def test_small_prefill_run_measures_every_arm_and_stage(tmp_path):
     # Scoring methods ran a scoring pass. The generic black prior came from its cache (the
     # warm-up computed it); the question prior was computed for this request's new question.
     assert rows["sharp K=2"]["scoring_ms"] > 0 and rows["sharp K=2"]["prior"] == ["cached"]
-    # The earlier attention code really ran (a swapped-in function that raised would fall
-    # back to uniform, with no scoring time, and the arm would measure nothing).
-    before = [arm for arm in rows if arm.endswith("(before)")]
-    assert before and all(rows[arm]["scoring_ms"] > 0 for arm in before), {
-        a: rows[a]["scoring_ms"] for a in before
-    }
     assert rows["sharp K=2, question prior"]["prior"] == ["computed"]
     assert rows["sharp K=2, debias off"]["prior"] == ["None"] and rows["uniform"]["scoring_ms"] == 0
     # A follow-up question on a known video: no vision-tower run, a fresh selection.
     follow_up = rows["sharp K=2, follow-up question"]
     assert follow_up["vision_ms"] == 0 and follow_up["scoring_ms"] > 0
     assert follow_up["kept"] == kept_count(0.1, n)
-    assert (tmp_path / "prefill-small.png").stat().st_size > 10_000
+    assert (tmp_path / "prefill.png").stat().st_size > 10_000

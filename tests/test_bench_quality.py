@@ -12,11 +12,11 @@ pytestmark = pytest.mark.engine
 
 
 def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
-    run = run_small_bench("quality.py", tmp_path, timeout=600)
+    run = run_small_bench("quality", tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads((tmp_path / "quality-small.json").read_text())
-    assert (tmp_path / "quality-small.png").stat().st_size > 10_000
-    assert "proxy" in (tmp_path / "quality-small.md").read_text().lower()
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert (tmp_path / "quality.png").stat().st_size > 10_000
+    assert "proxy" in (tmp_path / "quality.md").read_text().lower()
 
     results = report["results"]
     methods = ["none", "sharp", "sharp-local", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias",
@@ -36,3 +36,11 @@ def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
     assert quarter["oracle"]["needle_recall"] == 1.0
     assert quarter["evs"]["needle_recall"] is None  # stock vLLM reports no selection
     assert quarter["sharp"]["needle_recall"] >= quarter["uniform"]["needle_recall"] + 0.3
+    # Every cell keeps each clip's outcome, in the order of `clip_cells`, for paired
+    # comparisons.
+    assert len(report["clip_cells"]) == 16
+    for method in quarter:
+        outcomes = results[method]["0.25"]["outcomes"]
+        assert len(outcomes) == 16 and sum(outcomes) / 16 == pytest.approx(
+            quarter[method]["accuracy"], abs=1e-4
+        )

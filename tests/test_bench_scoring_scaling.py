@@ -9,9 +9,9 @@ from .conftest import run_small_bench
 
 
 def test_the_segment_local_pass_is_linear_in_the_video_length(tmp_path):
-    run = run_small_bench("scoring_scaling.py", tmp_path, timeout=600)
+    run = run_small_bench("scoring_scaling", tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads((tmp_path / "scoring_scaling-small.json").read_text())
+    report = json.loads((tmp_path / "scoring_scaling.json").read_text())
     rows = {(r["mask"], r["tokens"]): r for r in report["rows"]}
     local_n, local_4n = rows["local", 8192], rows["local", 32768]
     assert local_4n["seconds"] <= 4.5 * local_n["seconds"], (local_n, local_4n)
@@ -20,4 +20,4 @@ def test_the_segment_local_pass_is_linear_in_the_video_length(tmp_path):
     assert block_4n["seconds"] > 4.5 * block_n["seconds"], (block_n, block_4n)
     # At 16k the block-causal pass already costs more than the local one at twice the N.
     assert block_4n["seconds"] > local_n["seconds"]
-    assert (tmp_path / "scoring_scaling-small.png").stat().st_size > 10_000
+    assert (tmp_path / "scoring_scaling.png").stat().st_size > 10_000

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_small_soak_has_no_server_errors_leaks_or_unfinished_requests(tmp_path):
-    run = run_small_bench("soak.py", tmp_path, timeout=900)
+    run = run_small_bench("soak", tmp_path, timeout=900)
     report = json.loads((tmp_path / "soak.json").read_text())
     assert report["requests"] == 80
     assert report["server_errors"] == 0 and report["server_counted_5xx"] == 0, report["by_status"]

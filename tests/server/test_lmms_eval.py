@@ -22,15 +22,15 @@ def test_lmms_eval_against_the_server_agrees_with_quality_py(server, tmp_path):
     assert LMMS_EVAL.exists(), "lmms-eval is not installed: run `make install-lmms-eval`"
     run = subprocess.run(
         [
-            sys.executable, str(REPO / "bench" / "lmms_eval_parity.py"), "--small",
+            sys.executable, "-m", "bench.lmms_eval_parity", "--small",
             "--lmms-eval", str(LMMS_EVAL), "--base-url", server.base_url,
             "--runs", str(server.media_root / "lmms-eval"), "--out", str(tmp_path),
             "--presets", "none", "sharp-r10",
         ],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=REPO,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    report = json.loads((tmp_path / "lmms_eval-small.json").read_text())
+    report = json.loads((tmp_path / "lmms_eval.json").read_text())
     assert report["lmms_eval_version"] == "0.7.3" and report["clips"] == 20
     assert sorted(report["results"]) == ["none", "sharp-r10"]
     for preset, row in report["results"].items():
@@ -39,4 +39,4 @@ def test_lmms_eval_against_the_server_agrees_with_quality_py(server, tmp_path):
     # The model name alone chose the pruning: every dropped video token is a dropped prompt token.
     tokens = report["lmms_eval_prompt_tokens"]
     assert tokens["none"] - tokens["sharp-r10"] == VIDEO_TOKENS - kept_count(0.1, VIDEO_TOKENS)
-    assert "lmms-eval" in (tmp_path / "lmms_eval-small.md").read_text()
+    assert "lmms-eval" in (tmp_path / "lmms_eval.md").read_text()

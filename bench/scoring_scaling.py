@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from bench.common.memory import LIVE_MEMORY, reset_peak_rss, rss_kib
 from bench.common.results import add_output_arguments, output_dir, write_report
-from bench.common.standin import LIVE_MEMORY, QUERY_TOKENS, Decoder, reset_peak_rss, rss_kib, video_layout
+from bench.common.standin import QUERY_TOKENS, Decoder, video_layout
 
 SOURCES = ["sharp_plugin/vllm/scoring_pass.py", "sharp_plugin/core", "bench/scoring_scaling.py"]
 

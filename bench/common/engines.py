@@ -104,33 +104,17 @@ class ProcessorProbe:
 
 def install_stage_probes(worker) -> None:
     """In the worker: wrap the vision tower, and (ours) the selection and the black
-    prior, each call recording (stage, ms, peak extra MiB). Runs through collective_rpc,
-    so it imports inside and reads memory with its own helper."""
+    prior, each call recording (stage, ms, peak extra MiB). Sent through collective_rpc:
+    it imports inside, in the worker."""
     import time as _time
-    from pathlib import Path as _Path
 
     import torch
+
+    from bench.common.memory import release_free_memory, reset_peak_rss, rss_kib
 
     model = worker.model_runner.model
     model._bench_stages = []
     cuda = torch.cuda.is_available()
-
-    def rss_kib(field: str) -> int:
-        for line in _Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise KeyError(field)
-
-    def release_free_memory() -> None:
-        """Hand the allocator's free pages back to the OS, so that a stage's new
-        allocations show in RSS (vLLM's CPU worker preloads tcmalloc; elsewhere glibc)."""
-        import ctypes
-
-        process = ctypes.CDLL(None)
-        if hasattr(process, "MallocExtension_ReleaseFreeMemory"):
-            process.MallocExtension_ReleaseFreeMemory()
-        elif hasattr(process, "malloc_trim"):
-            process.malloc_trim(0)
 
     def probed(stage, function):
         def wrapper(*args, **kwargs):
@@ -140,7 +124,7 @@ def install_stage_probes(worker) -> None:
                 before = torch.cuda.memory_allocated()
             else:
                 release_free_memory()
-                _Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+                reset_peak_rss()
                 before = rss_kib("VmRSS") << 10
             started = _time.perf_counter()
             result = function(*args, **kwargs)

@@ -4,11 +4,9 @@ Qwen2.5-VL-7B's proportions (head dim 128, 7 query heads per KV head, intermedia
 hidden = 18944 / 3584) and any width, with random weights. vLLM's own layers cannot be
 built outside an engine; their numerics are held to Hugging Face by the engine reference
 tests (tests/plugin/test_engine_reference.py). Also: a video's scoring layout at the
-real prompt's positions, and the process's memory, for the scoring-pass benches."""
+real prompt's positions, for the scoring-pass benches."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -128,23 +126,3 @@ def video_layout(
         positions=positions,
         tokens_per_group=side * side,
     )
-
-
-# The allocator of a process that measures memory: every allocation over 64 KiB gets its
-# own mapping, unmapped when freed, so peak RSS follows the live tensors (and the kernels'
-# scratch). With glibc's default, its dynamic mmap threshold moves freed [N, D] blocks
-# into the heap, which keeps them: that slack was over a third of the peak at hidden 768
-# and swung from run to run. What a GPU's caching allocator adds is its own matter.
-LIVE_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(64 << 10)}
-
-
-def rss_kib(field: str) -> int:
-    """A field of /proc/self/status in KiB (VmRSS, VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_peak_rss() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS

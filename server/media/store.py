@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,12 @@ class StoredFile:
 
 
 class FileStore:
-    def __init__(self, directory: Path, ttl_s: float):
+    """`clock`: seconds since the epoch (expiry times are epoch seconds, as OpenAI's)."""
+
+    def __init__(self, directory: Path, ttl_s: float, clock: Callable[[], float] = time.time):
         self.directory = Path(directory)
         self.ttl_s = ttl_s
+        self.clock = clock
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def new_partial(self) -> tuple[str, Path]:
@@ -57,7 +61,7 @@ class FileStore:
         return file_id, self.directory / f".{file_id}.partial"
 
     def commit(self, file_id: str, partial: Path, filename: str, purpose: str, video: dict) -> StoredFile:
-        now = time.time()
+        now = self.clock()
         stored = StoredFile(
             id=file_id,
             bytes=partial.stat().st_size,
@@ -78,7 +82,7 @@ class FileStore:
             stored = StoredFile(**json.loads(self._meta(file_id).read_text()))
         except (FileNotFoundError, json.JSONDecodeError, TypeError):
             raise NotFound(f"No such file: {file_id!r}", param="file_id", code="file_not_found") from None
-        if stored.expires_at <= time.time():
+        if stored.expires_at <= self.clock():
             self.delete(file_id)
             raise NotFound(f"No such file: {file_id!r} (expired)", param="file_id", code="file_not_found")
         return stored
@@ -111,7 +115,7 @@ class FileStore:
         return existed
 
     def purge_expired(self) -> int:
-        now, purged = time.time(), 0
+        now, purged = self.clock(), 0
         for meta in self.directory.glob("file-*.json"):
             try:
                 if json.loads(meta.read_text())["expires_at"] <= now:

@@ -151,15 +151,16 @@ def test_pruning_rate_keeps_the_count_of_the_matching_retention():
 def test_oracle_selection_matches_its_definition(data, num_tokens):
     """The vectorised oracle against the plain definition: the first k distinct named
     tokens, then the rest of the budget spread uniformly over the others."""
-    from sharp_plugin.core.selection import oracle_indices, uniform_indices
+    from fractions import Fraction
+
+    from sharp_plugin.core.selection import oracle_indices
 
     k = data.draw(st.integers(1, num_tokens))
     priority = tuple(data.draw(st.lists(st.integers(0, num_tokens - 1), max_size=2 * num_tokens)))
     first = list(dict.fromkeys(priority))[:k]
     others = [i for i in range(num_tokens) if i not in first]
-    fill = (
-        [others[i] for i in uniform_indices(len(others), k - len(first)).tolist()] if k > len(first) else []
-    )
+    slices = k - len(first)  # the rest of the budget: each of `others`' slices at its centre
+    fill = [others[int(Fraction(2 * i + 1, 2 * slices) * len(others))] for i in range(slices)]
     assert oracle_indices(num_tokens, k, priority).tolist() == sorted(first + fill)
 
 

@@ -6,7 +6,6 @@ video, so the profiler reserves the selection's scratch memory."""
 import pytest
 
 from sharp_plugin.core import kept_count
-from sharp_plugin.core.selection import uniform_indices
 
 from ..media import chat_prompt, noise_video
 from .engine_helpers import generate, new_report_id, report, request, video_pads
@@ -47,13 +46,14 @@ def test_a_failing_selection_falls_back_and_the_engine_keeps_serving(sharp_llm):
     assert video_pads(output, tokenizer) == k and len(output.outputs[0].token_ids) > 0
     (broken,) = report(sharp_llm, broken_id)
     assert "RuntimeError: injected failure" in broken.fallback
-    assert broken.selection.kept_indices == uniform_indices(N, k).tolist()
+    uniform = list(range(2, N, 4))  # k = 128 of 512: each slice of 4 tokens kept at its centre
+    assert k == 128 and broken.selection.kept_indices == uniform
 
     healthy_id = new_report_id()
     generate(sharp_llm, request(QUESTION, {"video": noise_video(41)}, {"retention": 0.25}, healthy_id))
     (healthy,) = report(sharp_llm, healthy_id)
     assert healthy.fallback is None and healthy.video_tokens_kept == k
-    assert healthy.selection.kept_indices != uniform_indices(N, k).tolist()
+    assert healthy.selection.kept_indices != uniform
 
 
 def _embed_profiling_dummy(worker):

@@ -62,7 +62,7 @@ def data_url(clip):
 
 @pytest.fixture(scope="session")
 def server(proxy_model_dir, tmp_path_factory):
-    with _running_server(tmp_path_factory.mktemp("server"), {}) as running:
+    with running_server(tmp_path_factory.mktemp("server"), {}) as running:
         yield running
 
 
@@ -70,7 +70,7 @@ def server(proxy_model_dir, tmp_path_factory):
 def llava_server(tiny_llava_dir, tmp_path_factory):
     """The default config serving the tiny LLaVA-OneVision build instead: the server
     picks the ShaRP class from its config.json."""
-    with _running_server(
+    with running_server(
         tmp_path_factory.mktemp("llava-server"), {"SHARP_SERVE_ENGINE__MODEL": str(tiny_llava_dir)}
     ) as running:
         yield running
@@ -80,14 +80,14 @@ def llava_server(tiny_llava_dir, tmp_path_factory):
 def qwen3_server(tiny_qwen3_dir, tmp_path_factory):
     """The default config serving the tiny Qwen3-VL build (module-scoped: only
     test_families.py uses it)."""
-    with _running_server(
+    with running_server(
         tmp_path_factory.mktemp("qwen3-server"), {"SHARP_SERVE_ENGINE__MODEL": str(tiny_qwen3_dir)}
     ) as running:
         yield running
 
 
 @contextmanager
-def _running_server(root: Path, env_overrides: dict[str, str]):
+def running_server(root: Path, env_overrides: dict[str, str]):
     media_root, files_dir = root / "media", root / "files"
     media_root.mkdir()
     port = free_port()

@@ -25,15 +25,28 @@ def test_ids_are_random_and_filenames_cannot_escape(tmp_path):
     )
 
 
+class _Clock:
+    """Epoch seconds that move only when the test says so."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_expired_files_are_gone_and_purged(tmp_path):
-    store = FileStore(tmp_path, ttl_s=1)
+    clock = _Clock()
+    store = FileStore(tmp_path, ttl_s=60, clock=clock)
     file_id = _upload(store)
-    assert store.get(file_id).id == file_id
-    time.sleep(2.1)
+    clock.now += 59
+    assert store.get(file_id).id == file_id, "still there within its TTL"
+    clock.now += 2
     with pytest.raises(NotFound, match="expired"):
         store.get(file_id)
     other = _upload(store)
-    time.sleep(2.1)
+    assert store.purge_expired() == 0, "a fresh file is not purged"
+    clock.now += 61
     assert store.purge_expired() == 1
     assert not any(tmp_path.iterdir()), f"{other} should have left nothing behind"
 

@@ -22,6 +22,7 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
+	$(PY) scripts/check_vllm_internals.py
 
 test: install install-browser install-lmms-eval lint
 	$(PY) -m pytest

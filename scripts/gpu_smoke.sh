@@ -7,7 +7,7 @@
 #     identity with stock, exact counts, outside-reference agreement, a server round
 #     trip with the openai client;
 #   - once per model runner (V1, which the image pins, and V2, which vLLM 0.32 picks on
-#     a GPU by default: docs/patches.md, entry 12);
+#     a GPU by default: docs/patches.md, entry 14);
 #   - again with tensor parallelism 2 when two GPUs are visible.
 # Exit status: 0 when every pass is green. Send the summary lines with the report.
 set -euo pipefail

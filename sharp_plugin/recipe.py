@@ -14,7 +14,7 @@ What a ShaRP engine needs besides its model:
 - the worker extension: per-request reports through `collective_rpc`;
 - the scheduler: the per-step encoder budget counts unpruned tokens
   (sharp_plugin/vllm/scheduler.py);
-- the model runner pinned to V1, the one the tests run (docs/patches.md, entry 12),
+- the model runner pinned to V1, the one the tests run (docs/patches.md, entry 14),
   unless the environment already chose;
 - for `vllm serve`, `--trust-request-mm-kwargs`, so that requests can carry `sharp`.
 No vLLM import at module level: the server's settings and the CLI use it without vLLM.

@@ -37,7 +37,7 @@ def test_the_image_runs_unprivileged_with_a_healthcheck_and_the_tested_runner():
     assert users and users[-1].split(":")[0] not in {"0", "root"}
     assert re.search(r"^HEALTHCHECK .*\n?.*/health", DOCKERFILE, re.MULTILINE)
     assert re.search(r"^EXPOSE 8000$", DOCKERFILE, re.MULTILINE)
-    assert "VLLM_USE_V2_MODEL_RUNNER=0" in DOCKERFILE  # docs/patches.md, entry 12
+    assert "VLLM_USE_V2_MODEL_RUNNER=0" in DOCKERFILE  # docs/patches.md, entry 14
     assert not re.search(r"HF_TOKEN=|HUGGING_FACE_HUB_TOKEN=", DOCKERFILE), "no token baked in"
     (config,) = re.findall(r"SHARP_SERVE_CONFIG=/opt/sharp-serve/(\S+)", DOCKERFILE)
     assert (REPO / config).is_file()

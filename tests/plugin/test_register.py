@@ -58,7 +58,7 @@ def test_other_vllm_minors_are_refused(monkeypatch):
 
 def test_the_encoder_reads_the_pruning_flag_only_to_split_videos():
     """The batched-video-encoding patch turns the flag off while `_execute_mm_encoder`
-    runs (docs/patches.md, entry 11). That is only safe while the method reads the flag
+    runs (docs/patches.md, entry 2). That is only safe while the method reads the flag
     for the one-video-per-call choice and nothing else."""
     import inspect
     import re

@@ -1,5 +1,5 @@
 """Time and peak memory of the scoring pass against the video's length, block-causal
-against segment-local masking (issue #14: the kept tokens must fit, not the video).
+against segment-local masking: long videos need a pass linear in their length.
 
     python -m bench.scoring_scaling           # N = 4k .. 128k (block-causal to 32k), ~6 min
     python -m bench.scoring_scaling --small   # CI: local 8k and 32k, block-causal 4k and 16k

@@ -130,8 +130,8 @@ def test_same_video_new_question_gets_a_fresh_selection(sharp_llm):
 
 def test_query_rows_come_from_user_text_never_from_the_template_alone(sharp_llm):
     """A question before the video is the query (the reference test checks the exact
-    rows); a prompt with no user text around the video is refused by field, where it
-    used to be scored by template tokens alone."""
+    rows); a prompt with no user text around the video is refused by field: scored by
+    the chat template's tokens alone, its selection would not depend on any question."""
     video = noise_video(23)
     settings = {"method": "fastv", "retention": 0.25}
     rid = new_report_id()

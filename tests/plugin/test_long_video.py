@@ -1,4 +1,4 @@
-"""Videos longer than the context window (issue #14): only the kept tokens enter the
+"""Videos longer than the context window: only the kept tokens enter the
 prompt, so a video whose unpruned tokens are many times max_model_len is served when its
 pruned prompt fits, and a prompt that does not fit is refused naming a retention that
 would. The tiny model with a 1,024-token context and an 8,192-token video."""

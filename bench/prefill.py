@@ -1,32 +1,39 @@
-"""TTFT and time per stage through the real vLLM engine on CPU, at real depth, against
-stock vLLM and vLLM's EVS, each figure next to its cost-model ceiling.
+"""TTFT and time per stage through the real vLLM engine, on models that cost like
+Qwen2.5-VL-7B and Qwen3-VL-8B, against stock vLLM and vLLM's EVS, each figure next to
+its cost-model ceiling, with the arms interleaved over rounds.
 
-Usage: python -m bench.prefill [--repeats 3] [--small]
-The bench model is a Qwen2.5-VL built here with random weights: 28 decoder layers (the
-7B's depth) and the 7B's vision layout (32 blocks, full attention at 7/15/23/31, windows
-of 112 px), both narrowed (LM 128 wide, ViT 80 wide) so that the vision tower's share of
-the unpruned prefill FLOPs stays within 10% of Qwen2.5-VL-7B's (printed). Each request is
-a distinct 32-frame 448x448 video (N = 4096 video tokens) with a new question, so no
-cache serves the video or the question: the default generic black prior is served from
-its per-grid cache (computed once, in the warm-up), and the `prior_query: question` arm
-computes its prior on every request.
-Arms: stock architecture unpruned; ours with `none`; sharp at K = 1 and K = 2, fastv,
-uniform at each retention; sharp with debias off, with the question prior, and a
-follow-up question on the previous request's video at r = 0.1; interleaved on two live
-engines, medians over repeats. vLLM's EVS needs an engine per rate (its rate is
-per server): those run after, one engine at a time, against the same stock baseline.
-Stages come from hooks in the worker (vision tower, black prior), the per-request report
-(scoring) and the frontend (processor); LM prefill is what remains of TTFT.
-Writes bench/results/prefill.json and prefill.png (--small: runs/, 1 repeat, r = 0.1).
+    python -m bench.prefill [--shapes qwen2.5-vl-7b qwen3-vl-8b] [--rounds 5]
+    python -m bench.prefill --small   # CI: a 4-layer shape, a short video, 2 rounds
+
+The models (bench/common/shapes.py): the real depth (28 and 36 layers) and widths chosen
+so that, at the measured video (32 frames, N = 4096 video tokens), the language model's
+attention share of its prefill FLOPs and the vision tower's FLOPs against the language
+model's are the real model's, within 10% (printed, and in the JSON). Random weights
+(`load_format: dummy`): speed does not depend on them.
+
+Each request is a new video and a new question, so no cache serves the video or the
+question; the default generic black prior is served from its per-grid cache (computed
+in the warm-up), and the prior-miss arm (`prior_query: question`) computes its prior on
+every request. The arms run round-robin on engines that all stay up, the order rotated
+each round; each ratio is taken per round against that round's stock run, and reported
+as a median with a 95% bootstrap interval (bench/common/stats.py). A target is met only
+when its interval's lower end clears it.
+
+Stages: the processor (frontend), the vision tower and the black prior (hooks in the
+worker), the scoring pass (the per-request report, less the prior); the language
+model's prefill is what remains of TTFT. Ceilings (bench/flops.py) are computed for the
+shape run: the LM ceiling `unpruned LM / (scoring + prior + pruned LM)`, and the TTFT
+stage ceiling `stock TTFT / (tower + processor + stock LM / LM ceiling)`, which charges
+the stages that pruning after the tower cannot shorten at what this run measured.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +42,7 @@ from bench import flops
 from bench.common.engines import (
     ProcessorProbe,
     bench_llm,
+    evs_llm,
     install_stage_probes,
     pop_stages,
     shutdown,
@@ -42,103 +50,133 @@ from bench.common.engines import (
     tag,
     video_reports,
 )
+from bench.common.models import LOAD_DUMMY, text_of, write_model
 from bench.common.results import REPO, add_output_arguments, output_dir, write_report
+from bench.common.shapes import TARGETS, matched_config, shape_summary
+from bench.common.stats import median_with_interval, met, ratio, within
 
-SOURCES = ["sharp_plugin", "server/media", "bench/prefill.py", "bench/flops.py"]
-
-FRAMES, SIDE = 32, 448
-RETENTIONS = (0.5, 0.25, 0.1, 0.05)
-FOLLOW_UP = "follow-up question"
+SOURCES = ["sharp_plugin", "bench/prefill.py", "bench/flops.py", "bench/common"]
+STAGES = ("ttft_ms", "processor_ms", "tower_ms", "scoring_ms", "prior_ms", "lm_ms")
 QUESTIONS = ["What colour is the {}th shape?", "Where is object {}?", "Describe moment {} of the clip."]
+# The prompt's text around the video, as flops.py counts it.
+TEMPLATE = (
+    "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{}<|im_end|>\n<|im_start|>assistant\n"
+)
 
 
-# ---- the bench model ----------------------------------------------------------------------
-def bench_model_config() -> dict:
-    """config.json fields of the bench model, as flops.py reads them."""
-    return {
-        "model_type": "qwen2_5_vl",
-        "hidden_size": 128, "intermediate_size": 677, "num_hidden_layers": 28,
-        "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 1024,
-        "vision_config": {
-            "depth": 32, "hidden_size": 80, "intermediate_size": 213, "num_heads": 2, "in_chans": 3,
-            "out_hidden_size": 128, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-            "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
-        },
-    }  # fmt: skip
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    engine: str  # stock, ours, evs-<r>
+    sharp: dict | None = None  # the request's settings (ours)
+    same_video: bool = False  # a follow-up question on the previous request's video
+    prior: str = "cached"  # the ceiling's prior (flops.Model.stages)
+
+    @property
+    def retention(self) -> float:
+        if self.engine.startswith("evs-"):
+            return float(self.engine[4:])
+        return (self.sharp or {}).get("retention", 1.0) if (self.sharp or {}).get("method") != "none" else 1.0
+
+    @property
+    def method(self) -> str:
+        if self.engine == "stock":
+            return "stock"
+        if self.engine.startswith("evs-"):
+            return "evs"
+        return (self.sharp or {}).get("method", "sharp")
 
 
-def build_bench_model(out: Path) -> Path:
-    if (out / "config.json").exists():
-        return out
-    import torch
-
-    from proxy_videoqa.checkpoint import ModelSize, build_model, qwen25vl_config, save_checkpoint
-    from proxy_videoqa.tokenizer import build_tokenizer
-    from scripts.build_tiny_model import CORPUS
-
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(CORPUS * 50)
-    spec = bench_model_config()
-    vision = spec["vision_config"]
-    size = ModelSize(
-        text_hidden=spec["hidden_size"], text_layers=spec["num_hidden_layers"],
-        text_heads=spec["num_attention_heads"], text_kv_heads=spec["num_key_value_heads"],
-        text_ffn=spec["intermediate_size"], vision_depth=vision["depth"], vision_hidden=vision["hidden_size"],
-        vision_heads=vision["num_heads"], vision_ffn=vision["intermediate_size"],
-    )  # fmt: skip
-    config = qwen25vl_config(tokenizer, size)
-    config.vision_config.fullatt_block_indexes = vision["fullatt_block_indexes"]
-    return save_checkpoint(build_model(config), tokenizer, out, min_pixels=56 * 56, max_pixels=SIDE * SIDE)
+def arms(small: bool) -> list[list[Arm]]:
+    """The arms, in units that keep their order within a round (a follow-up question
+    right after the request whose video it asks about again)."""
+    units = [
+        [Arm("stock", "stock")],
+        [Arm("ours, none", "ours", {"method": "none"})],
+        [Arm("sharp r=0.1", "ours", {"retention": 0.1}),
+         Arm("sharp r=0.1, follow-up", "ours", {"retention": 0.1}, same_video=True)],
+        [Arm("sharp r=0.1, prior miss", "ours", {"retention": 0.1, "prior_query": "question"}, prior="miss")],
+        [Arm("EVS r=0.1", "evs-0.1")],
+    ]  # fmt: skip
+    if not small:
+        units += [
+            [Arm("sharp r=0.25", "ours", {"retention": 0.25})],
+            [Arm("fastv r=0.1", "ours", {"method": "fastv", "retention": 0.1}, prior="off")],
+            [Arm("uniform r=0.1", "ours", {"method": "uniform", "retention": 0.1}, prior="off")],
+            [Arm("EVS r=0.25", "evs-0.25")],
+        ]
+    return units
 
 
-# ---- requests -------------------------------------------------------------------------------
-class Requests:
-    def __init__(self, tokenizer):
-        self.tokenizer, self.count = tokenizer, 0
+class Videos:
+    """A new video (random pixels: nothing to cache) and a new question per request."""
 
-    def next(self, sharp: dict | None, same_video: bool = False) -> tuple[dict, str | None]:
-        """A new question; about a new video unless `same_video` (a follow-up question
-        on the previous request's video)."""
+    def __init__(self, frames: int, side: int):
+        self.frames, self.side, self.count, self.last = frames, side, 0, None
+
+    def request(self, arm: Arm) -> tuple[dict, str | None]:
         self.count += 1
-        if not same_video:
+        if not arm.same_video or self.last is None:
             rng = np.random.RandomState(self.count)
-            self.frames = (rng.rand(FRAMES, SIDE, SIDE, 3) * 255).astype(np.uint8)
-        frames = self.frames
+            self.last = (rng.rand(self.frames, self.side, self.side, 3) * 255).astype(np.uint8)
         metadata = {
-            "total_num_frames": FRAMES, "fps": 2.0, "duration": FRAMES / 2.0, "video_backend": "opencv",
-            "frames_indices": list(range(FRAMES)), "do_sample_frames": False,
+            "total_num_frames": self.frames, "fps": 2.0, "duration": self.frames / 2.0,
+            "video_backend": "opencv", "frames_indices": list(range(self.frames)), "do_sample_frames": False,
         }  # fmt: skip
         question = QUESTIONS[self.count % len(QUESTIONS)].format(self.count)
-        prompt = (
-            "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>"
-            f"{question}<|im_end|>\n<|im_start|>assistant\n"
-        )
-        request = {"prompt": prompt, "multi_modal_data": {"video": [(frames, metadata)]}}
-        report_id = tag(request, sharp)
-        # Prompt tokens besides the video's: the question's length varies per request.
-        self.text_tokens = len(self.tokenizer.encode(prompt, add_special_tokens=False)) - 1
-        return request, report_id
+        request = {
+            "prompt": TEMPLATE.format(question),
+            "multi_modal_data": {"video": [(self.last, metadata)]},
+        }
+        return request, tag(request, arm.sharp)
 
 
-def make_engine(model_dir: Path, *, sharp: bool, **engine_args):
-    # The processor cache stays on (vLLM's default), on both engines: with it and prefix
-    # caching both off, vLLM skips content hashing and gives every item a per-request id,
-    # so no cache can recognise a video (the follow-up arm needs that). Every other
-    # request sends a new video, so it serves none of them.
-    llm = bench_llm(
-        model_dir, sharp=sharp, max_model_len=4400, max_num_seqs=1, enable_prefix_caching=False,
-        mm_processor_cache_gb=1, limit_mm_per_prompt={"video": 1}, **engine_args,
-    )  # fmt: skip
-    llm.collective_rpc(install_stage_probes)
-    return llm
+@dataclass
+class Shape:
+    name: str
+    config: dict
+    model_dir: Path
+    frames: int
+    side: int
+    engines: dict = field(default_factory=dict)
 
 
-def run_once(
-    llm, requests: Requests, processor: ProcessorProbe, sharp: dict | None, same_video: bool = False
-) -> dict:
+def build_shape(name: str, small: bool) -> Shape:
+    config = matched_config(name)
+    video = TARGETS[name][1]
+    frames, side = video.frames, video.height
+    if small:  # the machinery, quickly: 4 layers, a short video
+        text_of(config)["num_hidden_layers"] = 4
+        frames, side = 8, 224
+    model_dir = write_model(REPO / "runs" / "bench-models" / f"{name}{'-small' if small else ''}", config,
+                            max_pixels=side * side)  # fmt: skip
+    return Shape(name, config, model_dir, frames, side)
+
+
+def start_engines(shape: Shape, engine_names: set[str]) -> None:
+    common = {
+        "max_model_len": 4400 if shape.frames >= 32 else 1024, "max_num_seqs": 1,
+        "enable_prefix_caching": False,
+        # The processor cache stays on (vLLM's default): without it and prefix caching,
+        # vLLM gives every item a per-request id and no cache could recognise a video
+        # (the follow-up arm needs that); every other request sends a new video.
+        "mm_processor_cache_gb": 1, "limit_mm_per_prompt": {"video": 1, "image": 0}, **LOAD_DUMMY,
+    }  # fmt: skip
+    for name in sorted(engine_names):
+        if name == "stock":
+            llm = bench_llm(shape.model_dir, sharp=False, **common)
+        elif name == "ours":
+            llm = bench_llm(shape.model_dir, **common)
+        else:
+            llm = evs_llm(shape.model_dir, float(name[4:]), **common)
+        llm.collective_rpc(install_stage_probes)
+        shape.engines[name] = llm
+
+
+def run_once(llm, videos: Videos, processor: ProcessorProbe, arm: Arm) -> dict:
     from vllm import SamplingParams
 
-    request, report_id = requests.next(sharp, same_video)
+    request, report_id = videos.request(arm)
     llm.collective_rpc(pop_stages)
     processor.pop()
     started = time.perf_counter()
@@ -149,254 +187,217 @@ def run_once(
     row = {
         "ttft_ms": ttft,
         "processor_ms": processor.pop()[0],
-        "vision_ms": totals.get("tower", {}).get("ms", 0.0),
+        "tower_ms": totals.get("tower", {}).get("ms", 0.0),
         "prior_ms": totals.get("prior", {}).get("ms", 0.0),
-        "prompt_tokens": len(output.prompt_token_ids),
-        "text_tokens": requests.text_tokens,
         "scoring_ms": 0.0,
+        "prompt_tokens": len(output.prompt_token_ids),
+        "prior": None,
     }
     if report_id is not None:
         ((report,),) = video_reports(llm, [report_id])
-        row["video_tokens"], row["kept"] = report.video_tokens, report.video_tokens_kept
-        row["prior"] = report.prior
-        # The report's scoring time includes the prior; keep the two apart.
-        row["scoring_ms"] = (report.scoring_ms or 0.0) - row["prior_ms"]
-    row["lm_prefill_ms"] = row["ttft_ms"] - row["processor_ms"] - row["vision_ms"] - row["scoring_ms"]
-    row["lm_prefill_ms"] -= row["prior_ms"]
+        row.update(video_tokens=report.video_tokens, kept=report.video_tokens_kept, prior=report.prior)
+        # The report's scoring time includes the prior: keep the two apart.
+        row["scoring_ms"] = max(0.0, (report.scoring_ms or 0.0) - row["prior_ms"])
+    row["lm_ms"] = (
+        row["ttft_ms"] - row["processor_ms"] - row["tower_ms"] - row["scoring_ms"] - row["prior_ms"]
+    )
     return row
 
 
-def arms(retentions) -> list[tuple[str, str, dict | None]]:
-    """(engine, name, settings)."""
-    out: list[tuple[str, str, dict | None]] = [("stock", "stock", None), ("ours", "none", {"method": "none"})]
-    for r in retentions:
-        out += [
-            ("ours", "sharp K=1", {"retention": r, "prune_layer": 1}),
-            ("ours", "sharp K=2", {"retention": r, "prune_layer": 2}),
-            ("ours", "fastv", {"method": "fastv", "retention": r}),
-            ("ours", "uniform", {"method": "uniform", "retention": r}),
+def measure(shape: Shape, units: list[list[Arm]], rounds: int) -> dict[str, list[dict]]:
+    """Every arm once per round, the order of units rotated each round."""
+    start_engines(shape, {arm.engine for unit in units for arm in unit})
+    processor = ProcessorProbe()
+    videos = Videos(shape.frames, shape.side)
+    for unit in units:  # warm-up: one-time costs (kernels for new shapes, the generic prior)
+        for arm in unit:
+            run_once(shape.engines[arm.engine], videos, processor, arm)
+    samples: dict[str, list[dict]] = {arm.name: [] for unit in units for arm in unit}
+    for index in range(rounds):
+        order = units[index % len(units) :] + units[: index % len(units)]
+        for unit in order:
+            for arm in unit:
+                samples[arm.name].append(run_once(shape.engines[arm.engine], videos, processor, arm))
+        print(f"{shape.name}: round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
+    for llm in shape.engines.values():
+        shutdown(llm)
+    shape.engines.clear()
+    return samples
+
+
+def ceilings(arm: Arm, model: flops.Model, video: flops.VideoShape) -> dict:
+    if arm.retention >= 1.0:
+        return {"lm": 1.0, "whole": 1.0}
+    k_layer = 0 if arm.method in ("uniform", "evs") else (arm.sharp or {}).get("prune_layer", 2)
+    stages = model.stages(video, arm.retention, k_layer, prior=arm.prior)
+    ours_lm = stages["scoring"] + stages["prior"] + stages["lm"]
+    return {
+        "lm": stages["unpruned_lm"] / ours_lm,
+        "whole": stages["unpruned_whole"] / (stages["vision"] + ours_lm),
+    }
+
+
+def summarise(shape: Shape, units: list[list[Arm]], samples: dict[str, list[dict]]) -> dict:
+    model = flops.Model.load(shape.name, shape.config)
+    video = flops.VideoShape(shape.frames, shape.side, shape.side)
+    stock = samples["stock"]
+    out = {}
+    for arm in (arm for unit in units for arm in unit):
+        rows = samples[arm.name]
+        ceiling = ceilings(arm, model, video)
+        lm_work = [r["lm_ms"] + r["scoring_ms"] + r["prior_ms"] for r in rows]
+        ttft_speedup = ratio([s["ttft_ms"] for s in stock], [r["ttft_ms"] for r in rows])
+        lm_speedup = ratio([s["lm_ms"] for s in stock], lm_work)
+        # The TTFT this run could reach at most: its own tower and processor, and the
+        # stock LM cut by the LM ceiling.
+        stage_ceiling = [
+            s["ttft_ms"] / (r["tower_ms"] + r["processor_ms"] + s["lm_ms"] / ceiling["lm"])
+            for s, r in zip(stock, rows, strict=True)
         ]
-    if 0.1 in retentions:
-        out.append(("ours", "sharp K=2, debias off", {"retention": 0.1, "prune_layer": 2, "debias": "off"}))
-        # A new question on the previous arm's video: the vision tower's output comes from
-        # the worker's content cache. Compare with "sharp K=2" at r = 0.1 (a new video).
-        out.append(("ours", f"sharp K=2, {FOLLOW_UP}", {"retention": 0.1, "prune_layer": 2}))
-        out.append(
-            (
-                "ours",
-                "sharp K=2, question prior",
-                {"retention": 0.1, "prune_layer": 2, "prior_query": "question"},
-            )
-        )
+        out[arm.name] = {
+            "engine": arm.engine, "method": arm.method, "retention": arm.retention, "settings": arm.sharp,
+            "prior_ceiling": arm.prior, "rows": rows,
+            **{f"{k}_median": statistics.median(r[k] for r in rows) for k in (*STAGES, "prompt_tokens")},
+            "prior_status": sorted({str(r["prior"]) for r in rows}),
+            "ceiling_lm": ceiling["lm"], "ceiling_whole": ceiling["whole"],
+            "ttft_speedup": ttft_speedup,
+            "lm_speedup": lm_speedup,
+            "lm_of_ceiling": median_with_interval([x / ceiling["lm"] for x in lm_speedup["rounds"]]),
+            "ttft_of_ceiling": median_with_interval([x / ceiling["whole"] for x in ttft_speedup["rounds"]]),
+            "ttft_of_stage_ceiling": median_with_interval(
+                [x / c for x, c in zip(ttft_speedup["rounds"], stage_ceiling, strict=True)]
+            ),
+        }  # fmt: skip
     return out
 
 
-def prune_layer(name: str, settings: dict | None) -> int | None:
-    scored = name.startswith(("sharp", "fastv"))
-    return (settings or {}).get("prune_layer", 2) if scored else None
+def targets(arms: dict) -> dict:
+    """The issue's targets on this shape, each met only when its interval's lower end
+    clears it."""
+    out = {}
+
+    def add(name: str, summary: dict, target: str, ok: bool) -> None:
+        out[name] = {"median": summary["median"], "ci95": summary["ci95"], "target": target, "met": ok}
+
+    cached, miss = arms["sharp r=0.1"], arms["sharp r=0.1, prior miss"]
+    add(
+        "LM speed-up at r=0.1, prior cached, of its ceiling",
+        cached["lm_of_ceiling"],
+        ">= 0.90",
+        met(cached["lm_of_ceiling"], 0.9),
+    )
+    add(
+        "LM speed-up at r=0.1, prior miss, of its ceiling",
+        miss["lm_of_ceiling"],
+        ">= 0.90",
+        met(miss["lm_of_ceiling"], 0.9),
+    )
+    add(
+        "TTFT speed-up at r=0.1 of the stage ceiling",
+        cached["ttft_of_stage_ceiling"],
+        ">= 0.90",
+        met(cached["ttft_of_stage_ceiling"], 0.9),
+    )
+    none_ratio = ratio(
+        [r["ttft_ms"] for r in arms["ours, none"]["rows"]], [r["ttft_ms"] for r in arms["stock"]["rows"]]
+    )
+    add(
+        "ours with none against stock (TTFT ratio)",
+        none_ratio,
+        "within 0.97..1.03",
+        within(none_ratio, 0.97, 1.03),
+    )
+    return out  # fmt: skip
 
 
-def median_row(rows: list[dict]) -> dict:
-    keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
-    median = {k: statistics.median(r[k] for r in rows) for k in keys}
-    # How each repeat got its black prior ("computed", "cached", None): all of them, not a median.
-    median["prior"] = sorted({str(r.get("prior")) for r in rows})
-    return median
+def markdown(report: dict) -> str:
+    lines = ["# Prefill on models that cost like the real ones", ""]
+    for name, shape in report["shapes"].items():
+        s = shape["shape"]
+        lines += [
+            f"## {name}-shaped ({shape['layers']} layers, N = {shape['video_tokens']} video tokens, "
+            f"{report['rounds']} interleaved rounds)",
+            "",
+            f"At N = {s['video_tokens']}: attention share of LM FLOPs "
+            f"{s['attention_share']['bench']:.3f} (real {s['attention_share']['target']:.3f}); vision/LM "
+            f"FLOPs {s['vision_lm_ratio']['bench']:.3f} (real {s['vision_lm_ratio']['target']:.3f}).",
+            "",
+            "| arm | TTFT ms | processor | tower | scoring | prior | LM | TTFT x [95%] | LM x [95%] "
+            "| LM of ceiling |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for arm, a in shape["arms"].items():
+            t, lm = a["ttft_speedup"], a["lm_speedup"]
+            stages = " | ".join(f"{a[k + '_median']:.0f}" for k in STAGES)
+            lines.append(
+                f"| {arm} | {stages} | {t['median']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] | "
+                f"{lm['median']:.2f} [{lm['ci95'][0]:.2f}, {lm['ci95'][1]:.2f}] | "
+                f"{a['lm_of_ceiling']['median']:.0%} of {a['ceiling_lm']:.2f}x |"
+            )
+        lines += ["", "| target | median [95%] | needs | met |", "|---|---|---|---|"]
+        for target, t in shape["targets"].items():
+            lines.append(
+                f"| {target} | {t['median']:.3f} [{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}] | {t['target']} | "
+                f"{'yes' if t['met'] else 'no'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
-# ---- ceilings from the cost model -------------------------------------------------------
-def ceilings(name: str, settings: dict | None, model: flops.Model) -> dict:
-    video = flops.VideoShape(FRAMES, SIDE, SIDE)
-    retention = 1.0 if not settings or settings.get("method") == "none" else settings["retention"]
-    if retention >= 1.0:
-        return {"ceiling_lm": 1.0, "ceiling_whole": 1.0}
-    method = (settings or {}).get("method", "sharp")
-    if method in ("uniform", "evs"):
-        s = model.stages(video, retention, 0)  # no scoring pass: K = 0 costs nothing
-        lm = s["unpruned_lm"] / s["lm"]
-        return {"ceiling_lm": lm, "ceiling_whole": s["unpruned_whole"] / (s["vision"] + s["lm"])}
-    k_layer = settings.get("prune_layer", 2)
-    # The generic prior (the default) is computed once per grid and then cached: after
-    # the warm-up it costs nothing per request, like no prior at all.
-    question_prior = settings.get("prior_query") == "question"
-    prior = "black" if method == "sharp" and settings.get("debias") != "off" and question_prior else "off"
-    s = model.stages(video, retention, k_layer, prior=prior)
-    ours_lm = s["scoring"] + s["prior"] + s["lm"]
-    return {
-        "ceiling_lm": s["unpruned_lm"] / ours_lm,
-        "ceiling_whole": s["unpruned_whole"] / (s["vision"] + ours_lm),
-    }
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = report["shapes"]
+    fig, axes = plt.subplots(1, len(shapes), figsize=(7 * len(shapes), 4.5), squeeze=False)
+    stages = STAGES[1:]
+    for ax, (name, shape) in zip(axes[0], shapes.items(), strict=True):
+        names = list(shape["arms"])
+        bottom = np.zeros(len(names))
+        for stage in stages:
+            values = np.array([shape["arms"][n][stage + "_median"] / 1e3 for n in names])
+            ax.barh(names, values, left=bottom, label=stage.removesuffix("_ms"))
+            bottom += values
+        ax.invert_yaxis()
+        ax.set_xlabel("median TTFT by stage (s)")
+        ax.set_title(f"{name}-shaped, N = {shape['shape']['video_tokens']}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    add_output_arguments(parser)  # --small: 1 repeat, r = 0.1, no EVS
+    parser.add_argument("--shapes", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--rounds", type=int, default=5)
+    add_output_arguments(parser)
     args = parser.parse_args()
-    retentions = (0.1,) if args.small else RETENTIONS
-    repeats = 1 if args.small else args.repeats
-    out = output_dir(args, "prefill")
-
-    cost = flops.Model.load("bench", bench_model_config())
-    seven_b = flops.load_models()["Qwen2.5-VL-7B"]
-    video = flops.VideoShape(FRAMES, SIDE, SIDE)
-    ratio = {
-        "bench": cost.stages(video, 1.0, 2)["vision"] / cost.stages(video, 1.0, 2)["unpruned_lm"],
-        "qwen25vl_7b": seven_b.stages(video, 1.0, 2)["vision"] / seven_b.stages(video, 1.0, 2)["unpruned_lm"],
-    }
-    print(
-        f"vision / LM prefill FLOPs at N = {cost.vision.tokens(video)}: bench model {ratio['bench']:.3f}, "
-        f"Qwen2.5-VL-7B {ratio['qwen25vl_7b']:.3f} ({ratio['bench'] / ratio['qwen25vl_7b'] - 1:+.1%})"
-    )
-    model_dir = build_bench_model(REPO / "runs/bench-models/prefill-28l")
-
-    engines = {"ours": make_engine(model_dir, sharp=True), "stock": make_engine(model_dir, sharp=False)}
-    processor = ProcessorProbe()
-    requests = Requests(engines["ours"].get_tokenizer())
-    plan = arms(retentions)
-    samples: dict[str, list[dict]] = {}
-    run_once(engines["ours"], requests, processor, {"retention": 0.1})  # warm-up, both engines
-    run_once(engines["stock"], requests, processor, None)
-    for repeat in range(repeats):
-        for engine, name, settings in plan:
-            key = json.dumps([name, settings], sort_keys=True)
-            follow_up = name.endswith(FOLLOW_UP)
-            row = run_once(engines[engine], requests, processor, settings, same_video=follow_up)
-            samples.setdefault(key, []).append(row)
-            print(f"repeat {repeat + 1}/{repeats}: {name} {settings or ''} done", file=sys.stderr)
-    for llm in engines.values():
-        shutdown(llm)
-    del engines
-
-    rows = []
-    for engine, name, settings in plan:
-        median = median_row(samples[json.dumps([name, settings], sort_keys=True)])
-        rows.append(
-            {
-                "engine": engine, "method": name.split(",")[0].split(" ")[0],
-                "arm": name, "settings": settings,
-                "retention": (settings or {}).get("retention", 1.0),
-                "prune_layer": prune_layer(name, settings),
-                "video_tokens": cost.vision.tokens(video), **median, **ceilings(name, settings, cost),
-            }
-        )  # fmt: skip
-    if not args.small:
-        stock_ttft = next(r for r in rows if r["arm"] == "stock")
-        for retention in retentions:
-            llm = make_engine(model_dir, sharp=False, video_pruning_rate=round(1 - retention, 6))
-            run_once(llm, requests, processor, None)  # warm-up
-            runs = [run_once(llm, requests, processor, None) for _ in range(repeats)]
-            shutdown(llm)
-            settings = {"method": "evs", "retention": retention}
-            rows.append(
-                {
-                    "engine": "stock+EVS", "method": "evs", "arm": "vLLM EVS", "settings": settings,
-                    "retention": retention, "prune_layer": None, "video_tokens": stock_ttft["video_tokens"],
-                    **median_row(runs), **ceilings("evs", settings, cost),
-                }
-            )  # fmt: skip
-    report(rows, ratio, out, args)
-
-
-def report(rows: list[dict], ratio: dict, out: Path, args) -> None:
-    stock = next(r for r in rows if r["arm"] == "stock")
-    for row in rows:
-        row["ttft_speedup"] = stock["ttft_ms"] / row["ttft_ms"]
-        ours_lm = row["lm_prefill_ms"] + row["scoring_ms"] + row["prior_ms"]
-        row["lm_speedup"] = stock["lm_prefill_ms"] / ours_lm
-        row["lm_of_ceiling"] = row["lm_speedup"] / row["ceiling_lm"]
-        row["ttft_of_ceiling"] = row["ttft_speedup"] / row["ceiling_whole"]
-    print("\n| arm | r | TTFT ms | processor | vision | scoring | prior | LM prefill | LM x (of ceiling) "
-          "| TTFT x (of ceiling) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        stages = " | ".join(
-            f"{r[k]:.0f}"
-            for k in ("ttft_ms", "processor_ms", "vision_ms", "scoring_ms", "prior_ms", "lm_prefill_ms")
-        )
-        lm = f"{r['lm_speedup']:.2f} ({r['lm_of_ceiling']:.0%})"
-        ttft = f"{r['ttft_speedup']:.2f} ({r['ttft_of_ceiling']:.0%})"
-        print(f"| {r['arm']} | {r['retention']} | {stages} | {lm} | {ttft} |")
-    result = {
-        "vision_lm_flops_ratio": ratio,
-        "frames": FRAMES,
-        "side": SIDE,
-        "repeats": args.repeats,
-        "rows": rows,
-    }
-    write_report(out, "prefill", result, lambda r: "", lambda r, path: plot(r["rows"], path), sources=SOURCES)
-    if not args.small:
-        accuracy_against_time(rows, out)
-
-
-ACCURACY_ARMS = {"sharp": "sharp K=2", "fastv": "fastv", "uniform": "uniform", "evs": "vLLM EVS"}
-
-
-def accuracy_against_time(rows: list[dict], out: Path) -> None:
-    """Accuracy from the proxy quality bench (bench/results/quality.json, the `shipped`
-    clips) against TTFT from this run, at the same method and retention. The proxy model
-    is too small for its own TTFT to mean anything; this model is too random for its
-    answers to."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    quality = json.loads((REPO / "bench/results/quality.json").read_text())["results"]
-    curves = {}
-    for method, arm in ACCURACY_ARMS.items():
-        points = []
-        for row in rows:
-            if row["arm"] == arm and str(row["retention"]) in quality[method]:
-                cell = quality[method][str(row["retention"])]["shipped"]
-                points.append(
-                    {"retention": row["retention"], "ttft_ms": row["ttft_ms"], "accuracy": cell["accuracy"]}
-                )
-        curves[method] = sorted(points, key=lambda p: p["ttft_ms"])
-    stock = next(r for r in rows if r["arm"] == "stock")
-    unpruned = quality["none"]["1.0"]["shipped"]["accuracy"]
-    (out / "accuracy_vs_ttft.json").write_text(
-        json.dumps(
-            {"unpruned": {"ttft_ms": stock["ttft_ms"], "accuracy": unpruned}, "curves": curves}, indent=1
-        )
-    )
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for method, points in curves.items():
-        if points:
-            ax.plot([p["ttft_ms"] for p in points], [p["accuracy"] for p in points], marker="o", label=method)
-            for p in points:
-                ax.annotate(f"r={p['retention']}", (p["ttft_ms"], p["accuracy"]), fontsize=7)
-    ax.scatter([stock["ttft_ms"]], [unpruned], color="black", label="unpruned (stock)")
-    ax.set_xlabel("TTFT on the 28-layer bench model (ms)")
-    ax.set_ylabel("accuracy on the proxy task (shipped clips)")
-    ax.set_title("Accuracy against time to first token")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_ttft.png", dpi=100)
-    plt.close(fig)
-
-
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stock = next(r for r in rows if r["arm"] == "stock")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for arm in ("sharp K=1", "sharp K=2", "fastv", "uniform", "vLLM EVS"):
-        points = sorted((r["retention"], r["ttft_ms"]) for r in rows if r["arm"] == arm)
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=arm)
-    ax.axhline(stock["ttft_ms"], color="grey", linestyle="--", label="stock, unpruned")
-    ax.set_xscale("log")
-    ax.set_xlabel("retention")
-    ax.set_ylabel("TTFT (ms)")
-    ax.set_title(f"{FRAMES} frames of {SIDE}², N = {rows[0]['video_tokens']}, 28-layer bench model, CPU")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if args.small:
+        args.shapes, args.rounds = ["qwen2.5-vl-7b"], 2
+    units = arms(args.small)
+    report = {"rounds": args.rounds, "small": args.small, "shapes": {}}
+    for name in args.shapes:
+        shape = build_shape(name, args.small)
+        # The full shape's costs at the real video (--small cuts its layers and video).
+        summary = shape_summary(matched_config(name), name)
+        print(f"{name}: {summary}", file=sys.stderr)
+        samples = measure(shape, units, args.rounds)
+        arms_summary = summarise(shape, units, samples)
+        report["shapes"][name] = {
+            "shape": summary,
+            "layers": text_of(shape.config)["num_hidden_layers"],
+            "video_tokens": flops.Model.load(name, shape.config).vision.tokens(
+                flops.VideoShape(shape.frames, shape.side, shape.side)
+            ),
+            "video": {"frames": shape.frames, "side": shape.side},
+            "config": shape.config,
+            "arms": arms_summary,
+            "targets": targets(arms_summary),
+        }
+    write_report(output_dir(args, "prefill"), "prefill", report, markdown, plot, sources=SOURCES)
 
 
 if __name__ == "__main__":

@@ -488,7 +488,10 @@ def _attribute_read(node, line, imported, modules, methods, index, ours, others)
         return [Use("import", f"{imported[receiver.id]}.{node.attr}", line)]
     if node.attr not in index.attributes or node.attr.startswith("__") or node.attr in ours:
         return []
-    if isinstance(receiver, ast.Name) and receiver.id in modules:
+    root = receiver
+    while isinstance(root, ast.Attribute):  # torch.accelerator.synchronize: torch's
+        root = root.value
+    if isinstance(root, ast.Name) and root.id in modules:
         return []
     if isinstance(receiver, ast.Name) and receiver.id in ("self", "cls"):
         if node.attr in methods:  # an inherited method: name the classes that define it

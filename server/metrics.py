@@ -18,6 +18,16 @@ class ServerMetrics:
         self.video_tokens = Counter(
             "sharp_video_tokens", "Video tokens before and after pruning", ["stage"], registry=self.registry
         )
+        self.static_groups = Counter(
+            "sharp_static_groups",
+            "Temporal groups measured before the tower (skip_static), and those skipped",
+            ["result"],
+            registry=self.registry,
+        )
+        self.tower_seconds = Histogram(
+            "sharp_tower_seconds", "Vision-tower time per video that ran it", registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )  # fmt: skip
         self.scoring_seconds = Histogram(
             "sharp_scoring_seconds", "ShaRP scoring pass time per request", registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
@@ -52,6 +62,24 @@ class ServerMetrics:
             "timed out, or generation failed",
             registry=self.registry,
         )
+        self.engine_deaths = Counter(
+            "sharp_engine_deaths", "Times the engine died (server/supervisor.py)", registry=self.registry
+        )
+        self.engine_restarts = Counter(
+            "sharp_engine_restarts", "Times a new engine started after one died", registry=self.registry
+        )
+        self.rejected_requests = Counter(
+            "sharp_rejected_requests",
+            "Chat requests answered 429: more were waiting than the server queues",
+            registry=self.registry,
+        )
+        self.cut_off_connections = Counter(
+            "sharp_cut_off_connections",
+            "Connections closed by the server: a request's headers or body past its deadline, or one "
+            "connection past the limit",
+            ["reason"],
+            registry=self.registry,
+        )
         self.unfinished_requests = Gauge(
             "sharp_engine_unfinished_requests", "Requests the engine is still running", registry=self.registry
         )
@@ -70,6 +98,12 @@ class ServerMetrics:
                 self.scoring_seconds.observe(video.scoring_ms / 1e3)
             if video.fallback:
                 self.selection_fallbacks.inc()
+            if video.tower_ms and not video.cached:
+                self.tower_seconds.observe(video.tower_ms / 1e3)
+            if video.redundancy is not None and not video.cached:
+                skipped = len(video.redundancy.skipped_groups)
+                self.static_groups.labels("skipped").inc(skipped)
+                self.static_groups.labels("embedded").inc(video.redundancy.groups - skipped)
             self._observe_caches(video)
 
     def _observe_caches(self, video) -> None:
@@ -92,7 +126,8 @@ def error_type(status: int) -> str:
     """OpenAI's error type for a status."""
     return {
         400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-        404: "not_found_error", 413: "payload_too_large", 415: "unsupported_media",
+        404: "not_found_error", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media",
+        429: "rate_limit_error",
         422: "invalid_request_error", 499: "client_closed_request", 503: "service_unavailable",
         504: "timeout_error",
     }.get(status, "server_error" if status >= 500 else "invalid_request_error")  # fmt: skip

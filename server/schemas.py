@@ -133,8 +133,8 @@ class SharpVideoReport(VideoReport):
     """One video's report: the worker's (sharp_plugin.report.VideoReport), and what the
     server adds. `selection` is there only with `sharp.return_selection` (the lists are
     long). For a selection served by vLLM's encoder cache (`cached`), the fields that
-    describe a selection run (prior, vision_cached, context_missing, scored_with) are None
-    and scoring_ms is 0: nothing ran for this request."""
+    describe a selection run (tower_ms, prior, vision_cached, context_missing, scored_with)
+    are None and scoring_ms is 0: nothing ran for this request."""
 
     frames: int  # sampled frames decoded for the video
     # The selection came from the encoder cache (an identical earlier request).
@@ -146,10 +146,12 @@ class SharpReport(BaseModel):
     """Per request: totals over its videos, and one entry per video."""
 
     method: str
-    retention: float
+    retention: float | None  # the first video's (`auto` chooses one per video)
     prune_layer: int | None
     video_tokens: int
     video_tokens_kept: int
     scoring_ms: float
+    tower_ms: float  # summed over the videos (0 for those served from a cache)
+    groups_skipped: int  # static temporal groups the tower did not embed, over the videos
     frames: int
     videos: list[SharpVideoReport]

@@ -18,6 +18,22 @@ def noise_video(seed: int = 0, frames: int = 16, size: int = 224, fps: float = 4
     return pixels, video_metadata(frames, fps)
 
 
+def slides_video(
+    seed: int, groups: int, changes: set[int], *, group_frames: int = 2, size: int = 224, fps: float = 4.0
+):
+    """(frames, metadata) of a slideshow: slides of random-coloured 16-px blocks, a new one
+    at each temporal group in `changes` (group 0 always opens one), every frame of a group
+    the same. So the static groups are exactly those not in `changes` (and not 0), by the
+    definition of skip_static (no token changed since the last group kept)."""
+    rng = np.random.RandomState(seed)
+    blocks = -(-size // 16)
+    colours = rng.randint(0, 256, size=(len(changes | {0}), blocks, blocks, 3)).astype(np.uint8)
+    slides = colours.repeat(16, axis=1).repeat(16, axis=2)[:, :size, :size]
+    slide_of_group = np.cumsum([g == 0 or g in changes for g in range(groups)]) - 1
+    pixels = np.repeat(slides[slide_of_group], group_frames, axis=0)
+    return pixels, video_metadata(len(pixels), fps)
+
+
 def video_metadata(frames: int, fps: float) -> dict:
     return {
         "total_num_frames": frames,

@@ -9,9 +9,14 @@ PRESETS = yaml.safe_load((Path(__file__).parents[1] / "configs" / "pruning-prese
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_is_valid_settings(name):
+def test_every_preset_is_valid_settings_and_says_whether_it_skips_static_groups(name):
     settings = parse_settings(PRESETS[name])
     assert settings.method == PRESETS[name]["method"]
+    # An engine-wide skip_static default must not change what a preset name means.
+    assert (
+        parse_settings(PRESETS[name], {"skip_static": not settings.skip_static}).skip_static
+        == settings.skip_static
+    )
 
 
 def test_ablations_switch_off_exactly_one_fix():

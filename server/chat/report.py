@@ -20,6 +20,8 @@ async def build_report(run: EngineRun, return_selection: bool) -> SharpReport:
     report = SharpReport(
         method=first.method if first else "none",
         retention=first.retention if first else 1.0,
+        tower_ms=sum(v.tower_ms or 0.0 for v in videos),
+        groups_skipped=sum(v.groups_skipped or 0 for v in videos),
         prune_layer=first.prune_layer if first else None,
         video_tokens=sum(v.video_tokens or 0 for v in videos),
         video_tokens_kept=sum(v.video_tokens_kept or 0 for v in videos),
@@ -36,7 +38,14 @@ def video_report(
 ) -> SharpVideoReport:
     fields = report.model_dump(exclude={"selection"})
     if cached:  # nothing ran for this request: no time, and nothing to say of a run
-        fields.update(scoring_ms=0.0, prior=None, vision_cached=None, context_missing=None, scored_with=None)
+        fields.update(
+            scoring_ms=0.0,
+            tower_ms=None,
+            prior=None,
+            vision_cached=None,
+            context_missing=None,
+            scored_with=None,
+        )
     selection = selection_in_video(report, decoded) if return_selection else None
     return SharpVideoReport(**fields, frames=len(decoded.indices), cached=cached, selection=selection)
 

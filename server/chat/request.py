@@ -43,11 +43,18 @@ def request_settings(
         num_decoder_layers=engine.num_decoder_layers,
         first_stage_layers=engine.first_stage_layers,
     )
-    if parsed.prunes and parsed.retention < settings.min_retention:
+    # `auto` chooses a retention per video, never below its min_retention: that bound is
+    # what the server's floor applies to.
+    field, lowest = (
+        ("min_retention", parsed.min_retention)
+        if parsed.retention == "auto"
+        else ("retention", parsed.retention)
+    )
+    if parsed.prunes and lowest < settings.min_retention:
         raise SharpSettingsError(
-            f"sharp.retention: must be at least {settings.min_retention} on this server (min_retention), "
-            f"got {parsed.retention}",
-            field="retention",
+            f"sharp.{field}: must be at least {settings.min_retention} on this server (min_retention), "
+            f"got {lowest}",
+            field=field,
         )
     sampling = sampling_params(body)
     engine.check_sampling(sampling)

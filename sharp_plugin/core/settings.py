@@ -12,6 +12,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from .masks import SegmentMask
@@ -30,6 +31,8 @@ MAX_SEED = (1 << 63) - 1  # torch.Generator.manual_seed takes 64 bits
 MAX_ORACLE_TOKENS = 1 << 16  # an evaluation's named tokens, not a whole video
 
 TokenIndex = Annotated[int, Strict(), Field(ge=0, lt=MAX_VIDEO_TOKENS)]
+GroupIndex = Annotated[int, Strict(), Field(ge=0, lt=MAX_VIDEO_TOKENS)]
+Retention = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 Debias = Literal["off", "black", "mean"]
 SegmentMaskKind = Literal["block_causal", "local", "auto"]
 # Where `segment_mask: auto` turns local. Below it the block-causal pass costs at most
@@ -65,7 +68,20 @@ class SharpSettings(BaseModel):
     # The product's method. A request with no settings at all gets NO_PRUNING instead
     # (see parse_settings), so stock behaviour stays the default.
     method: Method = "sharp"
-    retention: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    # The share of a video's tokens kept, or "auto": chosen per video from how much of it
+    # is new (core/redundancy.py), between min_retention and max_retention.
+    retention: Retention | Literal["auto"] = 1.0
+    min_retention: Retention = 0.02
+    max_retention: Retention = 0.25
+    # Static temporal groups (none of their tokens changed since the last group kept)
+    # are not handed to the vision tower; their tokens count as pruned before the
+    # selection chooses among the rest. The first group, and `keep_groups`, always stay.
+    skip_static: bool = False
+    keep_groups: tuple[GroupIndex, ...] = Field((), strict=False, max_length=MAX_ORACLE_TOKENS)
+    # A token has changed when a channel of its mean colour (0..1) moved by more than
+    # this (raised towards the video's own noise floor: core/redundancy.py). Used by
+    # skip_static and retention "auto".
+    change_threshold: float = Field(0.03, gt=0.0, le=1.0, allow_inf_nan=False)
     prune_layer: int = Field(2, ge=0, le=MAX_PRUNE_LAYER)
     # Width of a segment in temporal groups (Qwen: 2 frames per group); 0 turns masking off.
     segment_frames: int = Field(4, ge=0, le=MAX_SEGMENT_GROUPS)
@@ -98,11 +114,27 @@ class SharpSettings(BaseModel):
             raise ValueError("only used by method 'oracle'")
         return tokens
 
+    @model_validator(mode="after")
+    def _retention_bounds_in_order(self) -> SharpSettings:
+        if self.min_retention > self.max_retention:
+            raise SharpSettingsError(
+                f"sharp.min_retention: must not exceed max_retention ({self.max_retention}), "
+                f"got {self.min_retention}",
+                field="min_retention",
+            )
+        return self
+
     # -- derived views -------------------------------------------------------------
     @property
     def prunes(self) -> bool:
-        """True when this request may drop tokens at all."""
-        return self.method != "none" and self.retention < 1.0
+        """True when the selection may drop tokens (skip_static drops groups before it,
+        whatever the method)."""
+        return self.method != "none" and (self.retention == "auto" or self.retention < 1.0)
+
+    @property
+    def measures_change(self) -> bool:
+        """Whether the processor measures the video's change (core/redundancy.py)."""
+        return self.skip_static or (self.prunes and self.retention == "auto")
 
     @property
     def needs_scoring_pass(self) -> bool:
@@ -166,9 +198,17 @@ def parse_settings(
         settings = SharpSettings.model_validate(merged)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
+        raised = first.get("ctx", {}).get("error")
+        if isinstance(raised, SharpSettingsError):  # a check across fields says it itself
+            raise raised from None
+        loc, message = first["loc"], first["msg"]
+        if loc[:1] == ("retention",) and len(loc) > 1:  # a member of retention's union
+            loc = ("retention",)
+            if first["type"] in ("float_type", "literal_error"):
+                message = "Input should be a number in (0, 1] or 'auto'"
+        field = ".".join(str(p) for p in loc) or None
         where = f"sharp.{field}" if field else "sharp"
-        raise SharpSettingsError(f"{where}: {first['msg']}", field=field) from None
+        raise SharpSettingsError(f"{where}: {message}", field=field) from None
     if num_decoder_layers is not None:
         settings.check_for_model(num_decoder_layers, first_stage_layers)
     return settings

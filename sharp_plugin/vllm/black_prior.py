@@ -42,6 +42,10 @@ class BlackPrior:
         computes one and caches nothing (the memory of computing it is what counts)."""
         if plan.profiling:
             return scoring_pass(self.embedding(plan.grid, plan.fields[BLACK_PIXELS]), mask).scores
+        # The prior covers the tokens the video's own pass scores: those of the groups
+        # the tower embedded (all groups of a black video embed alike).
+        skipped = tuple(plan.row.skipped_groups)
+        grid = [int(plan.grid[0]) - len(skipped), *plan.grid[1:]]
         generic = plan.row.generic_prior_query
         if generic is not None:
             prefix, suffix, query_from = generic["prefix"], generic["suffix"], generic["query_from"]
@@ -51,6 +55,7 @@ class BlackPrior:
         key = (
             tuple(plan.context) if generic is None else (),
             tuple(plan.grid),
+            skipped,
             plan.t_scale,
             settings.prune_layer,
             mask,
@@ -71,9 +76,10 @@ class BlackPrior:
                 query_from,
                 appended=plan.appended,
                 rows=plan.rows,
+                present=plan.present,
             )
             scoring_pass = self.model.sharp_scoring_pass(settings.prune_layer, layout)
-        black = self.embedding(plan.grid, plan.fields[BLACK_PIXELS])
+        black = self.embedding(grid, plan.fields[BLACK_PIXELS])
         prior = scoring_pass(black, mask).scores
         self.priors.put(key, prior)
         return prior

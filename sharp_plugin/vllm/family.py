@@ -56,6 +56,13 @@ class SharpModelFamily(abc.ABC):
     def sharp_video_subset(self, video_input, indices: Sequence[int]):
         """The same kind of video input, holding only the videos at `indices`."""
 
+    @abc.abstractmethod
+    def sharp_video_groups(self, video_input, index: int, groups: Sequence[int]):
+        """The same kind of video input, holding the `index`-th video's temporal groups
+        `groups` (ascending) only: what the tower embeds when static groups are skipped.
+        Exact for every group it holds, since every family's tower attends within a
+        group and gives it no temporal position."""
+
     # ---- the vision tower ----------------------------------------------------------------
     @abc.abstractmethod
     def sharp_embed_videos(self, video_input) -> list[torch.Tensor]:
@@ -94,15 +101,16 @@ class SharpModelFamily(abc.ABC):
     @abc.abstractmethod
     def sharp_item_output(
         self,
-        visual: torch.Tensor,
+        kept_visual: torch.Tensor,
         appended: torch.Tensor | None,
         item_positions: torch.Tensor | None,
         kept: torch.Tensor,
         rows: ItemRows | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """What one item puts in the pruned prompt for the kept visual tokens `kept`
-        # [k] ascending, as `embed_multimodal` returns it, and which of the item's rows
-        that is # [k'] long."""
+        """What one item puts in the pruned prompt for its kept visual tokens (their
+        embeddings `kept_visual` # [k, D], their original indices `kept` # [k]
+        ascending), as `embed_multimodal` returns it, and which of the item's rows that is
+        # [k'] long."""
 
     @abc.abstractmethod
     def sharp_media_rows(
@@ -139,6 +147,13 @@ class SharpProcessorFamily(abc.ABC):
     def sharp_never_pruned_rows(self, item) -> int:
         """Rows a processed video (`item`: its MultiModalKwargsItem) puts in the prompt
         besides its visual tokens, never pruned."""
+
+    @abc.abstractmethod
+    def sharp_token_means(self, processed, index: int) -> torch.Tensor:
+        """The means of each visual token's input pixels over its parts (its patches, or
+        the quarters of its square), per channel, for the `index`-th processed video, as
+        the processor left them (normalised or not: the caller brings them to 0..1).
+        # [groups, tokens per group, parts, C] float32"""
 
     @abc.abstractmethod
     def sharp_black_pixels(self) -> torch.Tensor:

@@ -55,13 +55,26 @@ class ItemRow:
     settings: dict[str, Any]  # SharpSettings.model_dump()
     mm_hash: str | None  # the key of vLLM's caches for this item (and of its report)
     content_hash: str | None  # the key of the worker's vision cache (pixels alone)
-    video_tokens: int  # N: visual tokens the tower makes
+    video_tokens: int  # N: the video's visual tokens
     video_tokens_kept: int  # k: placeholders the prompt holds for them
+    # Static temporal groups the tower does not embed (skip_static), ascending, and what
+    # the processor measured of the video's change (core/redundancy.py; None when it
+    # measured nothing): the report's `redundancy`.
+    skipped_groups: list[int] = field(default_factory=list)
+    redundancy: dict[str, Any] | None = None
     query_from: int = 0  # the first suffix row that is a query row
     context: list[str] = field(default_factory=list)  # cache hashes of the media before it
     # The `prior_query: generic` prior's text (prefix, suffix, query_from), or None.
     generic_prior_query: dict[str, Any] | None = None
     profiling: bool = False  # a memory-profiling dummy
+
+    @property
+    def tower_tokens(self) -> int:
+        """The visual tokens the tower makes: N, less the skipped groups'."""
+        if not self.skipped_groups:
+            return self.video_tokens
+        groups = self.redundancy["groups"]
+        return self.video_tokens - len(self.skipped_groups) * (self.video_tokens // groups)
 
     def to_tensor(self) -> torch.Tensor:
         return json_tensor(asdict(self))

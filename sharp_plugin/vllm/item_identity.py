@@ -13,9 +13,9 @@ from sharp_plugin.core import NO_PRUNING, SharpSettings
 
 
 def canonical_settings(settings: SharpSettings) -> SharpSettings:
-    """Items that prune nothing all carry the same settings, so identical pixels give
+    """Items that drop nothing all carry the same settings, so identical pixels give
     identical fields whatever else the request said."""
-    return settings if settings.prunes else NO_PRUNING
+    return settings if settings.prunes or settings.skip_static else NO_PRUNING
 
 
 def item_identity(
@@ -27,7 +27,7 @@ def item_identity(
     the scoring pass sees); `none` and retention 1.0 keep everything, so those items
     share cache entries with each other and across questions.
     """
-    if not settings.prunes:
+    if not settings.prunes and not settings.skip_static:
         return {}
     identity: dict[str, Any] = {"settings": settings.effective().model_dump()}
     if settings.needs_scoring_pass:

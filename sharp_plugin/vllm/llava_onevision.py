@@ -38,6 +38,11 @@ def pooled_frame_side(config) -> int:
     return math.ceil(patches / getattr(config, "spatial_pool_stride", 2))
 
 
+# Frames averaged at a time when measuring a video's change (a float32 copy of 16 frames
+# of 384 x 384 is 28 MB).
+_MEANS_CHUNK_FRAMES = 16
+
+
 class SharpLlavaOnevisionProcessingInfo(SharpProcessingInfoMixin, LlavaOnevisionProcessingInfo):
     pass
 
@@ -52,6 +57,19 @@ class SharpLlavaOnevisionMultiModalProcessor(SharpProcessorMixin, LlavaOnevision
             return None
         per_frame = pooled_frame_side(self.info.get_hf_config()) ** 2
         return [len(video) * per_frame for video in videos]
+
+    def sharp_token_means(self, processed, index: int) -> torch.Tensor:
+        """A frame's pooled tokens cover equal squares of it; each token's 2 x 2 quarters
+        are averaged (the pooled grid at twice its side), a run of frames at a time.
+        # [frames, side * side, 4, C]"""
+        video = processed["pixel_values_videos"][index]  # [frames, C, H, W]
+        side = pooled_frame_side(self.info.get_hf_config())
+        means = []
+        for run in video.split(_MEANS_CHUNK_FRAMES):
+            quarters = torch.nn.functional.adaptive_avg_pool2d(run.float(), 2 * side)  # [f, C, 2s, 2s]
+            quarters = quarters.unflatten(2, (side, 2)).unflatten(4, (side, 2))  # [f, C, s, 2, s, 2]
+            means.append(quarters.permute(0, 2, 4, 3, 5, 1).reshape(run.shape[0], side * side, 4, -1))
+        return torch.cat(means)
 
     def sharp_num_images(self, processed) -> int:
         sizes = processed.get("image_sizes")
@@ -93,6 +111,10 @@ class SharpLlavaOnevisionForConditionalGeneration(SharpModelMixin, LlavaOnevisio
         videos = video_input["pixel_values_videos"]
         chosen = videos[list(indices)] if torch.is_tensor(videos) else [videos[i] for i in indices]
         return self._parse_and_validate_video_input(pixel_values_videos=chosen)
+
+    def sharp_video_groups(self, video_input, index: int, groups: Sequence[int]):
+        video = video_input["pixel_values_videos"][index]
+        return self._parse_and_validate_video_input(pixel_values_videos=[video[list(groups)]])
 
     def sharp_embed_videos(self, video_input) -> list[torch.Tensor]:
         # The stock video path appends its newline row per call, so videos cannot be cut
@@ -139,10 +161,11 @@ class SharpLlavaOnevisionForConditionalGeneration(SharpModelMixin, LlavaOnevisio
     def sharp_video_rows(self, video_input, index, grid, t_scale) -> tuple[None, None]:
         return None, None
 
-    def sharp_item_output(self, visual, appended, item_positions, kept, rows):
+    def sharp_item_output(self, kept_visual, appended, item_positions, kept, rows):
         """The kept rows, then the rows the family appends (the newline)."""
-        kept_rows = visual[kept.to(visual.device, non_blocking=True)]
-        return (kept_rows if appended is None else torch.cat([kept_rows, appended.to(kept_rows.dtype)])), kept
+        if appended is None:
+            return kept_visual, kept
+        return torch.cat([kept_visual, appended.to(kept_visual.dtype)]), kept
 
     def sharp_media_rows(self, encoded, item_positions, kept_rows) -> MediaRows:
         """Every row the item put in the prompt, at consecutive positions."""

@@ -20,6 +20,8 @@ from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.logger import init_logger
 from vllm.model_executor.models.utils import PPMissingLayer
 
+from sharp_plugin.core.redundancy import present_token_indices
+
 from .black_prior import BlackPrior
 from .family import SharpModelFamily, media_token_id
 from .item_fields import IMAGE_HASH, ITEM_ROW, VIDEO_FIELDS, ItemRow, read_image_hash
@@ -96,12 +98,12 @@ class SharpModelMixin(SharpModelFamily):
         grids = self.sharp_video_grids(video_input)
         per_video = [_row_of_fields(fields, index) for index in range(len(grids))]
         rows = [ItemRow.from_tensor(f[ITEM_ROW]) if f[ITEM_ROW] is not None else None for f in per_video]
-        embeddings, from_cache = self.sharp_tower.embed(video_input, rows)
+        tower = self.sharp_tower.embed(video_input, rows)
         # A video whose scoring context holds an earlier video of this same call (two
         # videos of one prompt) needs that video's selection first: its layout waits.
         hashes = [row.mm_hash if row is not None else None for row in rows]
         plans = []
-        for index, (emb, grid) in enumerate(zip(embeddings, grids, strict=True)):
+        for index, (emb, grid) in enumerate(zip(tower.embeddings, grids, strict=True)):
             t_scale = self.sharp_video_t_scale(video_input, index)
             item_positions, text_rows = self.sharp_video_rows(video_input, index, grid, t_scale)
             plans.append(
@@ -114,15 +116,25 @@ class SharpModelMixin(SharpModelFamily):
                     waits_for=set(hashes[:index]) - {None},
                     item_positions=item_positions,
                     rows=text_rows,
+                    present=self._present_tokens(grid, rows[index]),
+                    tower_ms=tower.tower_ms[index],
                 )
             )
         self.sharp_selector.score_packed(plans)
         selected = tuple(
-            self.sharp_selector.select(plan, cached) for plan, cached in zip(plans, from_cache, strict=True)
+            self.sharp_selector.select(plan, cached)
+            for plan, cached in zip(plans, tower.from_cache, strict=True)
         )
         if plans and plans[0].profiling:
             self.sharp_profile.longest_video(plans[0], video_input, sum(p.visual.shape[0] for p in plans))
         return selected
+
+    def _present_tokens(self, grid, row: ItemRow | None) -> torch.Tensor | None:
+        """The original indices of the tokens the tower embedded, when it skipped groups."""
+        if row is None or not row.skipped_groups:
+            return None
+        groups, height, width = self.sharp_token_grid(grid)
+        return present_token_indices(groups, height * width, row.skipped_groups)
 
     # ---- the scoring pass, for the parts above -------------------------------------------
     def sharp_layout(
@@ -137,8 +149,11 @@ class SharpModelMixin(SharpModelFamily):
         notes: dict[str, Any] | None = None,
         appended: torch.Tensor | None = None,
         rows: ItemRows | None = None,
+        present: torch.Tensor | None = None,
     ) -> ItemLayout:
-        """The scoring sequence of one video of this family (scoring_layout.build_layout)."""
+        """The scoring sequence of one video of this family (scoring_layout.build_layout);
+        `present`: the original indices of its visual tokens when the tower skipped
+        groups."""
         groups, height, width = self.sharp_token_grid(grid)
         return build_layout(
             prefix_ids=prefix_ids,
@@ -153,6 +168,7 @@ class SharpModelMixin(SharpModelFamily):
             sequence_positions=self.sharp_sequence_positions,
             appended_rows=appended,
             item_rows=rows,
+            present=present,
             notes=notes,
         )
 

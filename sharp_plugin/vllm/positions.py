@@ -49,16 +49,6 @@ def next_text_offset(item_positions: torch.Tensor) -> int:
     return int(item_positions.max()) + 1 if item_positions.numel() else 0
 
 
-def encode_kept(embeddings: torch.Tensor, item_positions: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """Embeddings of the kept rows, with their original positions appended.
-
-    embeddings # [N, D] of the whole item; item_positions # [N, 3]; kept # [k] ascending.
-    Returns # [k, D + 8].
-    """
-    kept_rows = embeddings[kept.to(embeddings.device)]
-    return with_position_channels(kept_rows, item_positions, kept)
-
-
 def with_position_channels(
     kept_rows: torch.Tensor, item_positions: torch.Tensor, kept: torch.Tensor
 ) -> torch.Tensor:

@@ -22,7 +22,8 @@ import torch
 from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement
 
-from sharp_plugin.core import NO_PRUNING, SharpSettings, kept_count, parse_settings
+from sharp_plugin.core import NO_PRUNING, SharpSettings, parse_settings
+from sharp_plugin.core.redundancy import VideoChange, measure_change, video_budget
 from sharp_plugin.core.settings import SharpSettingsError
 
 from . import item_fields as wire
@@ -245,14 +246,16 @@ class SharpProcessorMixin(SharpProcessorFamily):
         for index, num_tokens in enumerate(counts):
             request_checks.check_video(num_tokens, settings, reserved, profiling)
             item = items[index] if index < len(items) else {"prefix": [], "suffix": [], "query_from": 0}
+            change = self._video_change(processed, index, settings) if not profiling else None
+            item_settings, kept = video_budget(settings, num_tokens, change)
             row = wire.ItemRow(
-                settings=settings.model_dump(),
+                settings=item_settings.model_dump(),
                 mm_hash=video_hashes[index] if index < len(video_hashes) else None,
                 content_hash=content[index] if index < len(content) else None,
                 video_tokens=num_tokens,
-                video_tokens_kept=kept_count(settings.retention, num_tokens)
-                if settings.prunes
-                else num_tokens,
+                video_tokens_kept=kept,
+                skipped_groups=list(change.skipped_groups) if change is not None else [],
+                redundancy=_redundancy_summary(change, settings),
                 query_from=item["query_from"] if scoring else 0,
                 context=item.get("context", []) if scoring else [],
                 generic_prior_query=self._generic_prior_query if generic_prior else None,
@@ -266,6 +269,47 @@ class SharpProcessorMixin(SharpProcessorFamily):
         processed[wire.SUFFIX_IDS] = suffixes
         processed[wire.BLACK_PIXELS] = [self._black_pixels] * len(rows)
         return processed
+
+    def _video_change(self, processed, index: int, settings: SharpSettings) -> VideoChange | None:
+        """The `index`-th video's change (core/redundancy.py), when the settings use it."""
+        if not settings.measures_change:
+            return None
+        if processed.get("pixel_values_videos") is None:
+            raise SharpSettingsError(
+                "sharp.skip_static: skip_static and retention 'auto' measure a video's pixels, "
+                "and this request sent precomputed embeddings",
+                field="skip_static" if settings.skip_static else "retention",
+            )
+        means = self._unit_scale(self.sharp_token_means(processed, index))
+        groups = means.shape[0]
+        if any(group >= groups for group in settings.keep_groups):
+            raise SharpSettingsError(
+                f"sharp.keep_groups: indices must be below the video's {groups} temporal groups",
+                field="keep_groups",
+            )
+        return measure_change(
+            means,
+            settings.change_threshold,
+            skip_static=settings.skip_static,
+            keep_groups=settings.keep_groups,
+        )
+
+    def _unit_scale(self, means: torch.Tensor) -> torch.Tensor:
+        """Pixel values as the processor left them -> 0..1: undo the normalisation (or
+        the missing rescale, when the device normalises)."""
+        video_processor = self.info.get_hf_processor().video_processor
+        flags = {
+            "do_rescale": getattr(video_processor, "do_rescale", True),
+            "do_normalize": getattr(video_processor, "do_normalize", True),
+            **device_normalization_kwargs(self.info),
+        }
+        if flags["do_normalize"]:
+            mean = torch.tensor(video_processor.image_mean, dtype=torch.float32)
+            std = torch.tensor(video_processor.image_std, dtype=torch.float32)
+            return means * std + mean
+        if flags["do_rescale"]:
+            return means
+        return means * float(getattr(video_processor, "rescale_factor", 1 / 255))
 
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs):
         config = dict(super()._get_mm_fields_config(hf_inputs, strip_sharp(hf_processor_mm_kwargs)))
@@ -325,6 +369,24 @@ class SharpProcessorMixin(SharpProcessorFamily):
                 field="prior_query",
             )
         return {key: items[0][key] for key in ("prefix", "suffix", "query_from")}
+
+
+def _redundancy_summary(change: VideoChange | None, settings: SharpSettings) -> dict[str, Any] | None:
+    """What the report says of the measured change (VideoReport.redundancy)."""
+    if change is None:
+        return None
+    summary = {
+        "groups": change.groups,
+        "skipped_groups": list(change.skipped_groups),
+        "novelty": round(change.novelty, 6),
+        "new_tokens": change.new_tokens,
+        "changed_per_group": list(change.changed_per_group),
+        "threshold": round(change.threshold, 6),
+        "noise_floor": round(change.noise_floor, 6),
+    }
+    if settings.retention == "auto":
+        summary["retention_bounds"] = [settings.min_retention, settings.max_retention]
+    return summary
 
 
 def device_normalization_kwargs(info) -> dict[str, Any]:

@@ -13,6 +13,11 @@ from . import positions
 from .family import SharpMropeFamily, SharpProcessorFamily, media_token_id
 from .scoring_layout import ItemRows, MediaRows
 
+_CHANNELS = 3
+# Patches averaged at a time when measuring a video's change: a float32 copy of 16k
+# patches of 1,176 values is 77 MB.
+_MEANS_CHUNK_PATCHES = 1 << 14
+
 
 class QwenProcessorHooks(SharpProcessorFamily):
     """Processor hooks of the Qwen-VL families: grids of merged patches."""
@@ -23,6 +28,26 @@ class QwenProcessorHooks(SharpProcessorFamily):
             return None
         merge = self.info.get_hf_config().vision_config.spatial_merge_size
         return (grid.prod(-1) // (merge * merge)).tolist()
+
+    def sharp_token_means(self, processed, index: int) -> torch.Tensor:
+        """Rows of `pixel_values_videos` are patches in (group, merged row, merged column,
+        2 x 2 sub-patch) order, each [C, temporal_patch, P, P]: a token is 4 rows in a
+        row, and each patch's mean is one of its token's 4 means. Averaged a run of groups
+        at a time, so a long video's float copy stays small."""
+        grids = processed["video_grid_thw"]
+        sizes = grids.prod(-1).tolist()
+        start = sum(sizes[:index])
+        groups, height, width = grids[index].tolist()
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        pixels = processed["pixel_values_videos"][start : start + sizes[index]]
+        per_group, tokens = height * width, (height // merge) * (width // merge)
+        step = max(1, _MEANS_CHUNK_PATCHES // per_group)
+        means = []
+        for first in range(0, groups, step):
+            run = pixels[first * per_group : min(groups, first + step) * per_group]
+            run = run.reshape(-1, tokens, merge * merge, _CHANNELS, run.shape[-1] // _CHANNELS)
+            means.append(run.float().mean(dim=4))  # [groups, tokens, patches, C]
+        return torch.cat(means)
 
     def sharp_num_images(self, processed) -> int:
         grid = processed.get("image_grid_thw")
@@ -102,6 +127,21 @@ class QwenModelHooks(SharpMropeFamily):
             outputs[index] = torch.cat([self._process_video_input(chunk)[0] for chunk in chunks])
         return outputs
 
+    def sharp_video_groups(self, video_input, index: int, groups: Sequence[int]):
+        video = self.sharp_video_subset(video_input, [index])
+        _, height, width = video["video_grid_thw"][0].tolist()
+        per_group = height * width
+        pixels = video["pixel_values_videos"]
+        rows = pixels.view(-1, per_group, pixels.shape[-1])
+        # The tower reads only pixels and grid; the per-video fields ride along unchanged.
+        extra = {name: video.get(name) for name in ("second_per_grid_ts", "timestamps")}
+        return type(video)(
+            type=video["type"],
+            pixel_values_videos=rows[list(groups)].flatten(0, 1),
+            video_grid_thw=video["video_grid_thw"].new_tensor([[len(groups), height, width]]),
+            **{name: value for name, value in extra.items() if value is not None},
+        )
+
     def sharp_video_subset(self, video_input, indices: Sequence[int]):
         grid = video_input["video_grid_thw"]
         if video_input["type"] == "video_embeds":  # rows are merged tokens
@@ -123,19 +163,19 @@ class QwenModelHooks(SharpMropeFamily):
         return type(video_input)(**chosen)
 
     # ---- M-RoPE positions ------------------------------------------------------------------
-    def sharp_item_output(self, visual, appended, item_positions, kept, rows: ItemRows | None):
+    def sharp_item_output(self, kept_visual, appended, item_positions, kept, rows: ItemRows | None):
         """The kept rows with their M-RoPE positions in extra channels (positions.py); a
         video with text rows among its visual ones (Qwen3-VL) puts every text row in
         too, in row order, embedded as text with no deepstack features."""
         if rows is None:
-            return positions.encode_kept(visual, item_positions, kept), kept
-        device = visual.device
+            return positions.with_position_channels(kept_visual, item_positions, kept), kept
+        device = kept_visual.device
         candidates = torch.cat([rows.text_rows, rows.visual_rows[kept.cpu()]])  # item rows
         order = candidates.argsort()
         text = self.sharp_decoder().embed_input_ids(rows.text_ids.to(device, non_blocking=True))
-        text_rows = visual.new_zeros(text.shape[0], visual.shape[-1])  # deepstack channels: zeros
-        text_rows[:, : text.shape[-1]] = text.to(visual.dtype)
-        content = torch.cat([text_rows, visual[kept.to(device, non_blocking=True)]])
+        text_rows = kept_visual.new_zeros(text.shape[0], kept_visual.shape[-1])  # deepstack channels: zeros
+        text_rows[:, : text.shape[-1]] = text.to(kept_visual.dtype)
+        content = torch.cat([text_rows, kept_visual])
         kept_rows = candidates[order]
         ordered = content[order.to(device, non_blocking=True)]
         return positions.with_position_channels(ordered, item_positions, kept_rows), kept_rows

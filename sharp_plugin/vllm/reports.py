@@ -35,13 +35,16 @@ WORKER_REPORTS: BoundedStore[dict[str, Any]] = BoundedStore(_MAX_ENTRIES)
 
 
 def frontend_record(mm_hash: str, settings) -> dict[str, Any]:
-    """One video's frontend record, from its (validated) SharpSettings."""
-    return {
+    """One video's frontend record, from its (validated) SharpSettings. `auto` leaves the
+    retention to the worker's report (it is chosen per video)."""
+    record = {
         "mm_hash": mm_hash,
         "method": settings.method,
-        "retention": settings.retention,
         "prune_layer": settings.prune_layer if settings.needs_scoring_pass else None,
     }
+    if settings.retention != "auto":
+        record["retention"] = settings.retention
+    return record
 
 
 def merge_replies(replies: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -70,5 +73,6 @@ def join_report(record: list[dict[str, Any]], worker_reports: dict[str, dict[str
     joined = []
     for item in record:
         settings = {k: v for k, v in item.items() if k != "mm_hash"}
-        joined.append(VideoReport.model_validate({**worker_reports.get(item["mm_hash"], {}), **settings}))
+        report = {"retention": None, **worker_reports.get(item["mm_hash"], {}), **settings}
+        joined.append(VideoReport.model_validate(report))
     return joined

@@ -8,9 +8,10 @@ stream waits for that step. vLLM says as much where it encodes pruned videos one
 time ("scheduler uses pruned vision tokens count to compare it versus compute budget
 which is incorrect", gpu_model_runner._execute_mm_encoder).
 
-This scheduler charges a ShaRP video its unpruned count (the item row's `video_tokens`),
-so a step never embeds more visual tokens than the budget, which vLLM sizes to at
-least the largest item its memory profile ran. One item larger than the whole budget
+This scheduler charges a ShaRP video the tokens its tower makes (the item row's
+`tower_tokens`: every token but those of the static groups it skips), so a step never
+embeds more visual tokens than the budget, which vLLM sizes to at least the largest
+item its memory profile ran. One item larger than the whole budget
 may still run alone in a step, so no request can starve. The encoder *cache* still
 holds kept embeddings and is still charged the kept count.
 
@@ -73,14 +74,15 @@ class _EncoderWorkBudget:
         return scheduled, num_new_tokens, budget, external, duplicates
 
     def _unpruned_count(self, feature) -> int:
-        """Visual tokens the encoder computes for this item: the ShaRP item row's count,
-        or the placeholder count for anything else (images, unpruned models)."""
+        """Visual tokens the encoder computes for this item: the ShaRP item row's count
+        (less the static groups the tower skips), or the placeholder count for anything
+        else (images, unpruned models)."""
         count = self._sharp_unpruned_counts.get(feature.identifier)
         if count is None:
             data = feature.data
             row = data.get(ITEM_ROW) if data is not None else None
             if row is not None:
-                count = ItemRow.from_tensor(row.data).video_tokens
+                count = ItemRow.from_tensor(row.data).tower_tokens
             else:
                 count = feature.mm_position.get_num_embeds()
             self._sharp_unpruned_counts.put(feature.identifier, count)

@@ -60,6 +60,33 @@ class MediaRows:
     next_offset: int  # where the text after the item starts, from the item's first position
 
 
+def present_rows(
+    present: torch.Tensor, tokens_per_group: int, rows: ItemRows | None
+) -> tuple[torch.Tensor, ItemRows]:
+    """(the item's rows that stay, as indices of its R rows; the reduced item): the visual
+    tokens `present` (original indices, ascending) and, when the item has text rows
+    among them, the text rows of their groups. The reduced item's `groups` are the
+    original ones, so segments keep their place in time."""
+    if rows is None:
+        empty = torch.empty(0, dtype=torch.long)
+        return present, ItemRows(
+            visual_rows=torch.arange(present.numel()),
+            text_rows=empty,
+            text_ids=empty,
+            groups=present // tokens_per_group,
+        )
+    visual = rows.visual_rows[present]
+    text_stays = torch.isin(rows.groups[rows.text_rows], torch.unique(present // tokens_per_group))
+    text = rows.text_rows[text_stays]
+    kept = torch.cat([text, visual]).sort().values
+    return kept, ItemRows(
+        visual_rows=torch.searchsorted(kept, visual),
+        text_rows=torch.searchsorted(kept, text),
+        text_ids=rows.text_ids[text_stays],
+        groups=rows.groups[kept],
+    )
+
+
 class MediaContext:
     """Recent media items' rows, by cache hash, bounded in bytes."""
 
@@ -95,13 +122,16 @@ def build_layout(
     sequence_positions: SequencePositions,
     appended_rows: torch.Tensor | None = None,
     item_rows: ItemRows | None = None,
+    present: torch.Tensor | None = None,
     notes: dict[str, Any] | None = None,
 ) -> ItemLayout:
     """The scoring pass's sequence for one video. Each media slot in the prefix (one
     placeholder token per earlier item, see query_rows.split_prompt) becomes what that
     item put in the prompt, at its prompt positions, when `media` still holds it (its
     cache hash is the next of `context`); a slot it no longer holds is left out and
-    counted in `notes["context_missing"]`."""
+    counted in `notes["context_missing"]`. `present`: the original indices of the
+    visual tokens the tower embedded, when it skipped static groups; the item is then
+    those tokens (and the text rows of their groups) at their own positions."""
     hashes = iter(context)
     ids: list[int] = []
     prefix_media: list[tuple[int, torch.Tensor]] = []
@@ -126,9 +156,21 @@ def build_layout(
     if notes is not None:
         notes["context_missing"] = missing
     num_appended = 0 if appended_rows is None else appended_rows.shape[0]
-    positions = sequence_positions(
-        torch.cat(columns, dim=1), item_positions, num_item_rows, num_appended + len(suffix_ids)
-    )
+    prefix_positions = torch.cat(columns, dim=1)
+    num_after = num_appended + len(suffix_ids)
+    positions = sequence_positions(prefix_positions, item_positions, num_item_rows, num_after)
+    if present is not None:
+        num_prefix = prefix_positions.shape[1]
+        num_rows = positions.shape[-1] - num_prefix - num_after  # the whole item's rows
+        kept_rows, item_rows = present_rows(present, tokens_per_group, item_rows)
+        columns_kept = torch.cat(
+            [
+                torch.arange(num_prefix),
+                num_prefix + kept_rows,
+                torch.arange(num_after) + num_prefix + num_rows,
+            ]
+        )
+        positions = positions[..., columns_kept]
     return ItemLayout(
         prefix_ids=torch.tensor(ids, dtype=torch.long),
         suffix_ids=suffix_ids,

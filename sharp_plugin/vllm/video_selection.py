@@ -34,7 +34,7 @@ logger = init_logger(__name__)
 class VideoPlan:
     """One video of an embed_multimodal call, between its planning and its selection."""
 
-    visual: torch.Tensor  # [N, D] the vision tower's output: the tokens selection chooses from
+    visual: torch.Tensor  # [N', D] the vision tower's output: the tokens selection chooses from
     appended: torch.Tensor | None  # [e, D] rows the family appends, never pruned (or None)
     grid: Sequence[int]
     t_scale: float
@@ -49,6 +49,10 @@ class VideoPlan:
     layout: ItemLayout | None = None
     prescored: ScoringResult | None = None  # from the packed pass, when it ran in one
     shared_scoring_ms: float = 0.0  # that packed pass's wall time
+    # The original indices of `visual`'s rows when the tower skipped static groups (None:
+    # every token, N' = N); the selection's indices are lifted through it.
+    present: torch.Tensor | None = None
+    tower_ms: float = 0.0
     failure: Exception | None = None
     # For the report: "prior", "context_missing", "scored_with".
     notes: dict[str, Any] = field(default_factory=dict)
@@ -87,7 +91,19 @@ class VideoSelector:
     def __init__(self, model: SharpModelMixin):
         self.model = model
 
-    def plan(self, visual, grid, t_scale, fields, row, waits_for=frozenset(), item_positions=None, rows=None):
+    def plan(
+        self,
+        visual,
+        grid,
+        t_scale,
+        fields,
+        row,
+        waits_for=frozenset(),
+        item_positions=None,
+        rows=None,
+        present=None,
+        tower_ms=0.0,
+    ):
         """What one video's selection needs, with its scoring layout when it has one and
         can have it now (so that the passes of a call's videos can run together). A video
         whose context includes an item in `waits_for` gets its layout when it is
@@ -104,6 +120,8 @@ class VideoSelector:
             fields=fields,
             row=row,
             settings=SharpSettings.model_validate(row.settings) if row is not None else NO_PRUNING,
+            present=present,
+            tower_ms=tower_ms,
         )
         if plan.profiling:
             plan.scoring_settings = self.model.sharp_profile.settings()
@@ -129,6 +147,7 @@ class VideoSelector:
             notes=plan.notes,
             appended=plan.appended,
             rows=plan.rows,
+            present=plan.present,
         )
 
     def score_packed(self, plans: Sequence[VideoPlan]) -> None:
@@ -192,15 +211,20 @@ class VideoSelector:
         # A packed pass's time is the time each of its videos waited for its scores.
         own_ms = (time.perf_counter() - started) * 1e3
         scoring_ms = plan.shared_scoring_ms + own_ms if selection.scored else 0.0
+        kept_visual = plan.visual[selection.kept.to(plan.visual.device, non_blocking=True)]
+        kept = selection.kept if plan.present is None else plan.present[selection.kept]
         encoded, kept_rows = self.model.sharp_item_output(
-            plan.visual, plan.appended, plan.item_positions, selection.kept, plan.rows
+            kept_visual, plan.appended, plan.item_positions, kept, plan.rows
         )
         if row is not None and row.mm_hash:
             if not plan.profiling:
                 media_rows = self.model.sharp_media_rows(encoded, plan.item_positions, kept_rows)
                 self.model.sharp_media.remember(row.mm_hash, media_rows)
-            report = self._report(plan, selection, scoring_ms, fallback, vision_cached)
-            WORKER_REPORTS.put(row.mm_hash, report.model_dump())
+            try:
+                report = self._report(plan, kept, selection.scored, scoring_ms, fallback, vision_cached)
+                WORKER_REPORTS.put(row.mm_hash, report.model_dump())
+            except Exception:  # a report is not worth the engine: the request goes on without it
+                logger.exception("ShaRP: could not file the report of a selection")
         return encoded
 
     def run_selection(self, plan: VideoPlan, settings: SharpSettings | None = None) -> Selection:
@@ -221,23 +245,26 @@ class VideoSelector:
         return select_tokens(settings, plan.visual, scoring_pass, black_prior)
 
     def _report(
-        self, plan: VideoPlan, selection: Selection, scoring_ms, fallback, vision_cached
+        self, plan: VideoPlan, kept: torch.Tensor, scored: bool, scoring_ms, fallback, vision_cached
     ) -> VideoReport:
-        settings = plan.settings
+        settings, row = plan.settings, plan.row
         return VideoReport(
             method=settings.method,
             retention=settings.retention,
             prune_layer=settings.prune_layer if settings.needs_scoring_pass else None,
-            video_tokens=selection.num_tokens,
-            video_tokens_kept=int(selection.kept.numel()),
+            video_tokens=row.video_tokens,
+            video_tokens_kept=int(kept.numel()),
             scoring_ms=scoring_ms,
+            tower_ms=plan.tower_ms if not vision_cached else None,
+            groups_skipped=len(row.skipped_groups),
+            redundancy=row.redundancy,
             selection_id=uuid.uuid4().hex,
             fallback=fallback,
             prior=plan.notes.get("prior"),
             vision_cached=vision_cached,
             context_missing=plan.notes.get("context_missing", 0),
-            scored_with=plan.notes.get("scored_with", 1) if selection.scored else 0,
+            scored_with=plan.notes.get("scored_with", 1) if scored else 0,
             selection=KeptTokens(
-                token_grid=self.model.sharp_token_grid(plan.grid), kept_indices=selection.kept.tolist()
+                token_grid=self.model.sharp_token_grid(plan.grid), kept_indices=kept.tolist()
             ),
         )

@@ -11,7 +11,7 @@ import torch
 
 from sharp_plugin.core import SharpSettings, kept_count, select_tokens
 
-from ..media import noise_video
+from ..media import noise_video, slides_video
 from . import engine_helpers
 from .engine_helpers import (
     BF16_LOGPROB_TOLERANCE,
@@ -279,3 +279,23 @@ def _spy_on_tower_frames(worker, on: bool) -> list[int]:
         Stock._video_pixels_to_features = counted
     model._test_tower_frames = []
     return seen
+
+
+def test_static_frames_are_skipped_and_the_prefill_equals_the_reference(sharp_llava_llm, reference):
+    """skip_static on a slideshow that changes at frames 5 and 11 (a group is one frame
+    here): the other 13 frames never reach the tower, and the prompt log-probs equal HF's
+    forward over the kept tokens at consecutive positions, the newline after them."""
+    frames, _ = media = slides_video(12, FRAMES, {5, 11}, group_frames=1, size=SIDE)
+    rid = new_report_id()
+    settings = {"method": "sharp", "retention": 0.25, "skip_static": True}
+    output = _with_logprobs(
+        sharp_llava_llm, engine_helpers.request(llava_prompt(), {"video": media}, settings, rid)
+    )
+    (inside,) = report(sharp_llava_llm, rid)
+    assert inside.groups_skipped == FRAMES - 3
+    kept = torch.tensor(inside.selection.kept_indices)
+    assert set((kept // 16).tolist()) <= {0, 5, 11} and kept.numel() == kept_count(0.25, 3 * 16)
+    prefix, _, visual, newline, _, _ = reference.prepare(llava_prompt(), frames)
+    served = prompt_logprobs(output)
+    expected = reference.prompt_logprobs(list(output.prompt_token_ids), len(prefix), visual, newline, kept)
+    torch.testing.assert_close(served, expected, atol=FP32_LOGPROB_TOLERANCE, rtol=0)

@@ -12,7 +12,7 @@ def test_channels_survive_bf16_up_to_65535():
     item_positions = torch.stack([values, values % 97, values % 89], dim=1)  # [N, 3]
     embeddings = torch.randn(len(values), 16, dtype=torch.bfloat16)
     kept = torch.tensor([1, 4, 7])
-    encoded = positions.encode_kept(embeddings, item_positions, kept)
+    encoded = positions.with_position_channels(embeddings[kept], item_positions, kept)
     assert encoded.dtype == torch.bfloat16
     decoded_embeddings, decoded = positions.decode(encoded)
     assert torch.equal(decoded_embeddings, embeddings[kept])
@@ -78,7 +78,9 @@ def _prompt_with_media(layout):
         kept = torch.from_numpy(np.sort(np.random.RandomState(len(ids)).choice(t * h * w, kept_count, False)))
         media.append((len(ids), kept_count, grid))
         item_positions = torch.from_numpy(grid.T.copy())
-        _, channels = positions.decode(positions.encode_kept(torch.zeros(t * h * w, 4), item_positions, kept))
+        _, channels = positions.decode(
+            positions.with_position_channels(torch.zeros(kept_count, 4), item_positions, kept)
+        )
         items.append(channels)
         ids += [token] * kept_count
         ids.append(VE)

@@ -12,7 +12,7 @@ import torch
 
 from sharp_plugin.core import SharpSettings, kept_count, select_tokens
 
-from ..media import VIDEO_PAD, chat_prompt, noise_image, noise_video
+from ..media import VIDEO_PAD, chat_prompt, noise_image, noise_video, slides_video
 from . import engine_helpers
 from .engine_helpers import (
     BF16_LOGPROB_TOLERANCE,
@@ -229,3 +229,24 @@ def test_a_later_video_is_scored_after_the_earlier_videos_kept_rows(sharp_qwen3_
         assert [(e.fallback, e.context_missing) for e in entries] == [(None, 0), (None, 0)]
         second.append(entries[1].selection.kept_indices)
     assert second[0] != second[1]
+
+
+def test_static_groups_are_skipped_and_the_prefill_equals_the_reference(sharp_qwen3_llm, reference):
+    """skip_static on a slideshow whose groups 1 and 3 repeat the one before: those never
+    reach the tower, their timestamp rows stay in the prompt (never pruned), and the
+    prompt log-probs equal HF's forward over the kept tokens at their unpruned positions."""
+    frames, metadata = media = slides_video(11, 4, {2}, size=SIDE, fps=FPS)
+    rid = new_report_id()
+    settings = {"method": "sharp", "retention": 0.5, "segment_frames": 2, "skip_static": True}
+    output = _with_logprobs(
+        sharp_qwen3_llm, engine_helpers.request(prompt(), {"video": media}, settings, rid)
+    )
+    (inside,) = report(sharp_qwen3_llm, rid)
+    assert inside.redundancy.skipped_groups == [1, 3]
+    kept = torch.tensor(inside.selection.kept_indices)
+    assert set((kept // 16).tolist()) <= {0, 2} and kept.numel() == kept_count(0.5, 2 * 16)
+    ids, positions, visual, _ = reference.prepare(prompt(), frames, metadata)
+    outside = reference.prompt_logprobs(ids, positions, visual, kept, output.prompt_token_ids)
+    torch.testing.assert_close(
+        engine_helpers.prompt_logprobs(output), outside, atol=FP32_LOGPROB_TOLERANCE, rtol=0
+    )

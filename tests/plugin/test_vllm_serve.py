@@ -15,7 +15,7 @@ import pytest
 from sharp_plugin import recipe
 from sharp_plugin.core import kept_count
 
-from ..media import noise_video, write_mp4
+from ..media import noise_video, slides_video, write_mp4
 from ..process import free_port, http_server
 from .conftest import SHARP_ARCH, SHARP_LLAVA_ARCH, SHARP_QWEN3_ARCH
 
@@ -112,3 +112,31 @@ def test_invalid_settings_are_a_400_naming_the_field(vllm_server, mp4_data_url):
         _chat(client, model, mp4_data_url, {"mm_processor_kwargs": {"sharp": {"retention": 1.5}}})
     assert httpx.get(f"{base_url}/health", timeout=5).status_code == 200
     assert _chat(client, model, mp4_data_url).usage.prompt_tokens > 0
+
+
+def _mp4_url(media_dir, name, pixels):
+    path = write_mp4(media_dir / name, pixels, fps=4, lossless=True)
+    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_static_groups_and_auto_under_stock_vllm_serve(vllm_server, tmp_path):
+    """A still video loses every group but its first before the tower; a video whose
+    every frame is a new slide loses none; `auto` keeps fewer of the still one's."""
+    import openai
+
+    base_url, _ = vllm_server
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    model = client.models.list().data[0].id
+    still = _mp4_url(tmp_path, "still.mp4", slides_video(20, 16, set(), group_frames=1)[0])
+    changing = _mp4_url(tmp_path, "changing.mp4", slides_video(21, 16, set(range(16)), group_frames=1)[0])
+    skip = {"mm_processor_kwargs": {"sharp": {"method": "none", "skip_static": True}}}
+    auto = {"mm_processor_kwargs": {"sharp": {"retention": "auto"}}}
+    full_still, skipped_still = _chat(client, model, still), _chat(client, model, still, skip)
+    assert skipped_still.usage.prompt_tokens < full_still.usage.prompt_tokens
+    changing_tokens = _chat(client, model, changing).usage.prompt_tokens
+    assert _chat(client, model, changing, skip).usage.prompt_tokens == changing_tokens
+    still_auto = _chat(client, model, still, auto).usage.prompt_tokens
+    assert still_auto < _chat(client, model, changing, auto).usage.prompt_tokens
+    bounds = {"retention": "auto", "min_retention": 0.9, "max_retention": 0.1}
+    with pytest.raises(openai.BadRequestError, match=r"sharp\.min_retention"):
+        _chat(client, model, still, {"mm_processor_kwargs": {"sharp": bounds}})

@@ -117,6 +117,18 @@ SETTINGS_PAST_BOUNDS = [
         "oracle_tokens",
     ),
     ({"method": "oracle", "retention": 0.5, "oracle_tokens": [True]}, "oracle_tokens"),
+    ({"retention": "most"}, "retention"),
+    ({"retention": "auto", "min_retention": 0.0}, "min_retention"),
+    ({"retention": "auto", "max_retention": 1.5}, "max_retention"),
+    ({"retention": "auto", "min_retention": 0.5, "max_retention": 0.2}, "min_retention"),
+    ({"retention": "auto", "max_retention": float("nan")}, "max_retention"),
+    ({"skip_static": 1}, "skip_static"),
+    ({"skip_static": True, "change_threshold": 0.0}, "change_threshold"),
+    ({"skip_static": True, "change_threshold": 1.01}, "change_threshold"),
+    ({"skip_static": True, "change_threshold": "0.1"}, "change_threshold"),
+    ({"skip_static": True, "keep_groups": [-1]}, "keep_groups"),
+    ({"skip_static": True, "keep_groups": [VIDEO_TOKENS]}, "keep_groups"),  # past the video's groups
+    ({"skip_static": True, "keep_groups": [0] * (bounds.MAX_ORACLE_TOKENS + 1)}, "keep_groups"),
 ]
 
 # Settings exactly at their bounds: served, with the exact kept count.
@@ -135,6 +147,11 @@ SETTINGS_AT_BOUNDS = [
     {"retention": 0.5, "dedup_threshold": 1e-6},
     {"method": "oracle", "retention": 0.5, "oracle_tokens": [VIDEO_TOKENS - 1, 0]},
     {"pruning_rate": 0.0},
+    {"retention": "auto", "min_retention": 1.0, "max_retention": 1.0},
+    {"retention": "auto", "min_retention": 1e-9, "max_retention": 1e-9},
+    {"retention": 0.5, "skip_static": True, "change_threshold": 1.0},
+    {"retention": 0.5, "skip_static": True, "change_threshold": 1e-9},
+    {"retention": 0.5, "skip_static": True, "keep_groups": [0, 3]},  # the clip has 4 groups
 ]
 
 

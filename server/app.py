@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from .admission import Admission
 from .engine import Engine
 from .errors import install_error_handlers
 from .guard import RequestGuard
@@ -19,10 +20,13 @@ from .metrics import ServerMetrics
 from .presets import load_presets
 from .routers import chat, files, health, inspect, models
 from .settings import ServerSettings
+from .supervisor import EngineSupervisor
 
 logger = logging.getLogger(__name__)
 
 _PURGE_INTERVAL_S = 300
+# The exit status when the engine died for good (sysexits' EX_SOFTWARE).
+ENGINE_GONE_STATUS = 70
 
 
 def create_app(
@@ -37,7 +41,13 @@ def create_app(
             from .engine import VLLMEngine
 
             factory = VLLMEngine
-        app.state.engine = factory(settings)
+        app.state.engine = EngineSupervisor(settings, factory, app.state.metrics, give_up=lambda: _exit(app))
+        app.state.engine.start()
+        app.state.admission = Admission(
+            app.state.engine.max_num_seqs + settings.max_queued_requests,
+            settings.retry_after_s,
+            app.state.metrics,
+        )
         purge = asyncio.create_task(_purge_periodically(app.state.store))
         try:
             yield
@@ -48,6 +58,7 @@ def create_app(
 
     app = FastAPI(title="sharp-serve", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.exit_status = 0
     app.state.metrics = ServerMetrics()
     app.state.store = FileStore(settings.files.directory, settings.files.ttl_s)
     app.state.presets = load_presets(settings.presets_file)
@@ -62,6 +73,17 @@ def create_app(
         app.include_router(router)
     app.openapi = lambda: _openapi_without_422(app)
     return app
+
+
+def _exit(app: FastAPI) -> None:
+    """End the process with a non-zero status (the engine is gone for good): the HTTP
+    server (the CLI's uvicorn.Server) shuts down gracefully, then the CLI exits with the
+    status. (A SIGTERM would not do: uvicorn re-raises it once shut down, and the process
+    would end by the signal instead.)"""
+    app.state.exit_status = ENGINE_GONE_STATUS
+    http_server = getattr(app.state, "http_server", None)
+    if http_server is not None:
+        http_server.should_exit = True
 
 
 def _openapi_without_422(app: FastAPI) -> dict:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+
+from pydantic import ValidationError
 
 from .settings import REPO_ROOT, ServerSettings
 
@@ -20,7 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = ServerSettings.from_yaml(args.config, **overrides)
+    try:
+        settings = ServerSettings.from_yaml(args.config, **overrides)
+    except ValidationError as exc:  # refused at start, naming each setting
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"sharp-serve: {args.config}: {where}: {error['msg']}", file=sys.stderr)
+        sys.exit(2)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -31,8 +40,24 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from .app import create_app
+    from .connections import deadline_protocol
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    app = create_app(settings)
+
+    def cut_off(reason: str) -> None:
+        app.state.metrics.cut_off_connections.labels(reason).inc()
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        http=deadline_protocol(settings.http, cut_off),
+        timeout_keep_alive=settings.http.keep_alive_timeout_s,
+    )
+    app.state.http_server = uvicorn.Server(config)  # the supervisor stops it when it gives up
+    app.state.http_server.run()
+    sys.exit(app.state.exit_status)
 
 
 if __name__ == "__main__":

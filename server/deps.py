@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
+from .admission import Admission
 from .engine import Engine
 from .media.store import FileStore
 from .metrics import ServerMetrics
@@ -29,6 +30,10 @@ def get_metrics(request: Request) -> ServerMetrics:
     return request.app.state.metrics
 
 
+def get_admission(request: Request) -> Admission:
+    return request.app.state.admission
+
+
 def get_presets(request: Request) -> dict[str, dict[str, Any]]:
     return request.app.state.presets
 
@@ -43,5 +48,6 @@ SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StoreDep = Annotated[FileStore, Depends(get_store)]
 MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
 PresetsDep = Annotated[dict[str, dict[str, Any]], Depends(get_presets)]
 Authorized = Depends(_bearer)

@@ -25,6 +25,7 @@ class Engine(Protocol):
     model_name: str
     num_decoder_layers: int
     first_stage_layers: int  # decoder layers on the first pipeline stage
+    max_num_seqs: int  # requests the engine runs at once
 
     def check_sampling(self, sampling: dict[str, Any]) -> None: ...
 
@@ -39,6 +40,8 @@ class Engine(Protocol):
     async def sharp_report(self, report_id: str) -> list[tuple[VideoReport, bool]]: ...
 
     async def check_health(self) -> None: ...
+
+    def is_dead(self) -> bool: ...
 
     def num_unfinished_requests(self) -> int: ...
 
@@ -124,6 +127,7 @@ class VLLMEngine:
         hf_config = self._llm.model_config.hf_config
         self.num_decoder_layers = int(hf_config.get_text_config().num_hidden_layers)
         self.first_stage_layers = _first_stage_layers(self.num_decoder_layers, engine.pipeline_parallel_size)
+        self.max_num_seqs = int(self._llm.vllm_config.scheduler_config.max_num_seqs)
         self._seen_selections: BoundedStore[bool] = BoundedStore(1 << 16)
 
     def check_sampling(self, sampling: dict[str, Any]) -> None:
@@ -171,6 +175,9 @@ class VLLMEngine:
         if self._llm.errored:
             raise self._llm.dead_error
         await self._llm.check_health()
+
+    def is_dead(self) -> bool:
+        return self._llm.errored
 
     def num_unfinished_requests(self) -> int:
         return self._llm.output_processor.get_num_unfinished_requests()

@@ -22,9 +22,16 @@ class APIError(Exception):
     status_code = 500
     error_type = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
-        self.message, self.param, self.code = message, param, code
+        self.message, self.param, self.code, self.headers = message, param, code, headers
 
 
 class InvalidRequest(APIError):
@@ -58,6 +65,10 @@ class ClientClosedRequest(APIError):
     status_code, error_type = 499, "client_closed_request"
 
 
+class TooManyRequests(APIError):
+    status_code, error_type = 429, "rate_limit_error"
+
+
 class EngineUnavailable(APIError):
     status_code, error_type = 503, "service_unavailable"
 
@@ -86,8 +97,9 @@ _STATUS_TEXT = {
     404: "No such model or file",
     413: "Over a size, duration, resolution or pixel limit",
     415: "Media that cannot be decoded",
+    429: "More requests are waiting than the server queues (Retry-After says when to retry)",
     500: "Server error (counted in /metrics)",
-    503: "The engine is not running",
+    503: "The engine is not running, or restarting (Retry-After says when to retry)",
     504: "The request ran past its timeout",
 }
 
@@ -101,16 +113,22 @@ def error_body(message: str, error_type: str, param: str | None = None, code: st
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-def _response(status: int, message: str, error_type: str, param=None, code=None) -> JSONResponse:
-    return JSONResponse(status_code=status, content=error_body(message, error_type, param, code))
+def _response(
+    status: int, message: str, error_type: str, param=None, code=None, headers=None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content=error_body(message, error_type, param, code), headers=headers
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
         if exc.status_code >= 500:
-            logger.error("%s: %s", type(exc).__name__, exc.message)
-        return _response(exc.status_code, exc.message, exc.error_type, exc.param, exc.code)
+            # An engine down (restarting) is the supervisor's to report, once.
+            log = logger.warning if isinstance(exc, EngineUnavailable) else logger.error
+            log("%s: %s", type(exc).__name__, exc.message)
+        return _response(exc.status_code, exc.message, exc.error_type, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(SharpSettingsError)
     async def _sharp_error(request: Request, exc: SharpSettingsError):

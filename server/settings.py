@@ -5,7 +5,7 @@ All validation lives here; nothing is created at import time."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -108,12 +108,46 @@ class FilesSettings(_Section):
     max_files: int = 1000
 
 
+class HttpSettings(_Section):
+    """Bounds on connections, so that slow, idle or numerous clients cannot hold the
+    server's sockets and tasks (server/connections.py)."""
+
+    # From a connection's first byte (or its opening) to the end of the request's headers.
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # From the end of the headers to the end of the body: an upload of max_upload_bytes
+    # must arrive within it (256 MiB in 120 s is about 2 MiB/s).
+    body_timeout_s: float = Field(120.0, gt=0, le=24 * 3600)
+    # An idle connection between requests is closed after this long.
+    keep_alive_timeout_s: float = Field(5.0, gt=0, le=3600)
+    # Open connections at once; one more is answered 503 and closed.
+    max_connections: int = Field(2048, ge=1, le=1 << 20)
+
+
+class RecoverySettings(_Section):
+    """What the server does when its engine dies (server/supervisor.py)."""
+
+    # `restart`: build a new engine in this process, `max_restarts` times at most within
+    # `window_s`, waiting `backoff_s` (doubling) before each; past that, exit non-zero.
+    # `exit`: exit non-zero at once, for the supervisor (Docker, Kubernetes) to restart.
+    on_engine_death: Literal["restart", "exit"] = "restart"
+    max_restarts: int = Field(3, ge=1, le=100)
+    window_s: float = Field(600.0, gt=0)
+    backoff_s: float = Field(1.0, ge=0, le=600)
+    # How often the server checks that its engine is alive.
+    check_interval_s: float = Field(0.5, gt=0, le=60)
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHARP_SERVE_", env_nested_delimiter="__", extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = 8000
-    request_timeout_s: float = 600.0
+    request_timeout_s: float = Field(600.0, gt=0)
+    # Chat requests admitted beyond those the engine runs at once (engine.max_num_seqs):
+    # decoding their media or waiting for the engine. One more is answered 429 with
+    # Retry-After, before any media work.
+    max_queued_requests: int = Field(64, ge=1, le=1 << 16)
+    retry_after_s: int = Field(2, ge=1, le=3600)
     log_level: str = "info"
     engine: EngineSettings
     # Engine-wide default pruning settings (the plugin's schema); requests win.
@@ -129,6 +163,8 @@ class ServerSettings(BaseSettings):
     media: MediaSettings = Field(default_factory=MediaSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
 
     @field_validator("sharp")
     @classmethod

@@ -45,7 +45,7 @@ def test_the_image_runs_unprivileged_with_a_healthcheck_and_the_tested_runner():
     assert {".venv", "runs", ".git"} <= set(ignored)
 
 
-def test_compose_reserves_gpus_mounts_cache_and_config_and_restarts():
+def test_compose_reserves_gpus_mounts_cache_and_config_and_restarts_a_server_that_gave_up():
     compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
     (service,) = compose["services"].values()
     (device,) = service["deploy"]["resources"]["reservations"]["devices"]
@@ -55,7 +55,15 @@ def test_compose_reserves_gpus_mounts_cache_and_config_and_restarts():
     assert service["healthcheck"]["test"][0] == "CMD" and "/health" in " ".join(
         service["healthcheck"]["test"]
     )
-    assert service["restart"] == "unless-stopped"
+    # The server restarts a dead engine itself and exits non-zero when it keeps dying
+    # (server/supervisor.py): the container must then be restarted, which Docker does
+    # for a container that exits, never for one that is only unhealthy.
+    from server.app import ENGINE_GONE_STATUS
+    from server.settings import RecoverySettings
+
+    assert service["restart"] in ("unless-stopped", "always", "on-failure")
+    assert ENGINE_GONE_STATUS != 0 and RecoverySettings().on_engine_death == "restart"
+    assert RecoverySettings().max_restarts < 100
     default = re.search(r":-([^}]+)\}", service["environment"]["SHARP_SERVE_CONFIG"]).group(1)
     assert (REPO / "configs" / default).is_file()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -14,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from ..chat import completion, sse
 from ..chat.request import request_settings
 from ..chat.run import EngineRun
-from ..deps import Authorized, EngineDep, MetricsDep, PresetsDep, SettingsDep, StoreDep
+from ..deps import AdmissionDep, Authorized, EngineDep, MetricsDep, PresetsDep, SettingsDep, StoreDep
 from ..errors import error_responses
 from ..media import resolve
 from ..schemas import ChatCompletionRequest
@@ -22,7 +23,7 @@ from ..schemas import ChatCompletionRequest
 router = APIRouter(prefix="/v1", tags=["chat"], dependencies=[Authorized])
 
 
-@router.post("/chat/completions", responses=error_responses(400, 401, 403, 404, 413, 415, 500, 503, 504))
+@router.post("/chat/completions", responses=error_responses(400, 401, 403, 404, 413, 415, 429, 500, 503, 504))
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
@@ -31,8 +32,26 @@ async def create_chat_completion(
     store: StoreDep,
     metrics: MetricsDep,
     presets: PresetsDep,
+    admission: AdmissionDep,
 ):
     received = time.monotonic()
+    ticket = admission.admit()  # a 429 when full, before anything else
+    try:
+        response = await _respond(body, request, engine, settings, store, metrics, presets, received)
+    except BaseException:
+        ticket.release()
+        raise
+    if isinstance(response, StreamingResponse):  # held until its stream ends
+        response.body_iterator = ticket.released_after(response.body_iterator)
+        # A stream never started (its client gone before the headers) runs no `finally`:
+        # the ticket goes back when the stream is collected.
+        weakref.finalize(response.body_iterator, ticket.release)
+    else:
+        ticket.release()
+    return response
+
+
+async def _respond(body, request, engine, settings, store, metrics, presets, received):
     chosen = request_settings(body, engine, settings, presets)  # before any media work
     media = await resolve.resolve(body, settings, store, request.app.state.decode_pool, metrics)
     report_id = uuid.uuid4().hex

@@ -14,6 +14,8 @@ router = APIRouter(tags=["operations"])
 async def health(engine: EngineDep) -> dict:
     try:
         await engine.check_health()
+    except EngineUnavailable:
+        raise  # restarting, or given up: it says so, with when to retry
     except Exception as exc:
         raise EngineUnavailable(f"Engine is not healthy: {type(exc).__name__}", code="engine_dead") from exc
     return {"status": "ok"}

@@ -4,6 +4,7 @@ fake engine (every engine-facing behaviour is also tested on the real one)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +17,7 @@ class FakeEngine:
     model_name = "fake"
     num_decoder_layers = 4
     first_stage_layers = 4
+    max_num_seqs = 2
 
     def __init__(self, settings):
         self.dead = False
@@ -41,6 +43,9 @@ class FakeEngine:
         if self.dead:
             raise RuntimeError("engine core died")
 
+    def is_dead(self):
+        return False  # the supervisor's restarts have tests of their own (test_supervisor.py)
+
     def num_unfinished_requests(self):
         return 0
 
@@ -50,12 +55,13 @@ class FakeEngine:
 
 @pytest.fixture
 def make_client(tmp_path):
-    def make(request_timeout_s=600.0, **security):
+    def make(request_timeout_s=600.0, max_queued_requests=64, **security):
         settings = ServerSettings(
             engine={"model": "fake"},
             security=security,
             files={"directory": str(tmp_path / "files")},
             request_timeout_s=request_timeout_s,
+            max_queued_requests=max_queued_requests,
         )
         return TestClient(create_app(settings, engine_factory=FakeEngine))
 
@@ -80,7 +86,7 @@ def test_api_key_is_optional_and_enforced_when_set(make_client):
 def test_health_is_503_when_the_engine_is_dead(make_client):
     with make_client() as client:
         assert client.get("/health").status_code == 200
-        client.app.state.engine.dead = True
+        client.app.state.engine.engine.dead = True
         response = client.get("/health")
         assert response.status_code == 503
         assert response.json()["error"]["type"] == "service_unavailable"
@@ -103,7 +109,7 @@ def test_a_request_past_its_timeout_is_504_and_aborted(make_client, stream):
         body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
         response = client.post("/v1/chat/completions", json=body)
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
-        assert len(client.app.state.engine.aborted) == 1
+        assert len(client.app.state.engine.engine.aborted) == 1
 
 
 def test_models_lists_one_name_per_preset(make_client):
@@ -243,3 +249,24 @@ def test_the_unpruned_token_cap_is_checked_before_decoding(tmp_path, monkeypatch
     error = response.json()["error"]
     assert error["code"] == "too_many_video_tokens" and "128 unpruned visual tokens" in error["message"]
     assert decoded == []
+
+
+def test_requests_past_the_queue_get_429_with_retry_after_and_their_places_come_back(make_client):
+    """2 running (the fake's max_num_seqs) + 1 queued: a 4th request at once is refused
+    before any work; once the three end (their timeout), a new one is admitted again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+    with make_client(request_timeout_s=2.0, max_queued_requests=1) as client:
+        with ThreadPoolExecutor(3) as pool:
+            held = [pool.submit(client.post, "/v1/chat/completions", json=body) for _ in range(3)]
+            deadline = time.monotonic() + 5
+            while client.app.state.admission.admitted < 3:
+                assert time.monotonic() < deadline, "three requests should be held"
+                time.sleep(0.01)
+            refused = client.post("/v1/chat/completions", json={**body, "stream": True})
+            assert [f.result().status_code for f in held] == [504] * 3
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "2"
+        assert refused.json()["error"]["code"] == "queue_full"
+        assert client.app.state.admission.admitted == 0
+        assert client.post("/v1/chat/completions", json=body).status_code == 504  # admitted, then timed out

@@ -87,3 +87,15 @@ def test_the_entrypoint_takes_the_config_from_the_environment_or_the_arguments(t
     assert from_env == ["--host", "0.0.0.0", "--port", "9000", "--config", "/c/a.yaml"]
     from_args = _entrypoint(tmp_path, ["--config", "/c/b.yaml"], {"SHARP_SERVE_CONFIG": "/c/a.yaml"})
     assert from_args == ["--host", "0.0.0.0", "--port", "8000", "--config", "/c/b.yaml"]
+
+
+def test_uvicorn_is_pinned_alike_in_the_image_the_package_and_this_environment():
+    """server/connections.py subclasses uvicorn's httptools protocol (its callbacks are
+    not a public API): the image, the package and the tested environment agree."""
+    import uvicorn
+
+    (image,) = re.findall(r'"uvicorn\[standard\]==([\d.]+)"', DOCKERFILE)
+    package = (REPO / "pyproject.toml").read_text()
+    low, high = re.search(r'"uvicorn\[standard\]>=([\d.]+),<([\d.]+)"', package).groups()
+    minor = ".".join(uvicorn.__version__.split(".")[:2])
+    assert image.startswith(low) and minor == low and high.split(".")[1] == str(int(low.split(".")[1]) + 1)

@@ -9,8 +9,8 @@ one engine start. An engine that keeps dying (more than `max_restarts` in `windo
 or fails to start again, ends the process with a non-zero status, so the supervisor's
 own backoff takes over; `on_engine_death: exit` does that at once.
 
-While the engine is down: in-flight requests get their error (the engine's own), /health
-answers 503 at once, and new requests get a 503 with Retry-After.
+While the engine is down, in-flight requests and new ones get a 503 with Retry-After,
+and /health answers 503 at once.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from sharp_plugin.report import VideoReport
 
@@ -29,6 +29,7 @@ from .metrics import ServerMetrics
 from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EngineSupervisor:
@@ -46,6 +47,10 @@ class EngineSupervisor:
         self.state = "running"  # running | restarting | failed
         self._restarts: list[float] = []  # monotonic times of recent restarts
         self._watch: asyncio.Task | None = None
+        # Tasks awaiting the current engine's next output, and those of a dead engine's
+        # that the supervisor ended (see _end_orphans).
+        self._awaiting: set[asyncio.Task] = set()
+        self._orphans: set[asyncio.Task] = set()
         self.model_name = self.engine.model_name
         self.num_decoder_layers = self.engine.num_decoder_layers
         self.first_stage_layers = self.engine.first_stage_layers
@@ -70,6 +75,7 @@ class EngineSupervisor:
         self._restarts = [t for t in self._restarts if now - t < policy.window_s]
         logger.error("the engine died (%d restarts in the last %g s)", len(self._restarts), policy.window_s)
         await asyncio.to_thread(_shutdown_quietly, self.engine)  # what is left of its processes
+        self._end_orphans()
         if policy.on_engine_death == "exit" or len(self._restarts) >= policy.max_restarts:
             return self._fail(
                 "on_engine_death: exit" if policy.on_engine_death == "exit" else "too many restarts"
@@ -109,17 +115,62 @@ class EngineSupervisor:
     def generate(
         self, request: dict[str, Any], sampling: dict[str, Any], request_id: str
     ) -> AsyncIterator[Any]:
-        return self._running().generate(request, sampling, request_id)
+        return self._watched(self._running().generate(request, sampling, request_id))
+
+    async def _watched(self, outputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The engine's outputs, each awaited as a call to the engine (see _call)."""
+        iterator = aiter(outputs)
+        while True:
+            try:
+                output = await self._call(anext(iterator))
+            except StopAsyncIteration:
+                return
+            yield output
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        """Await the engine. When its death ends the call, the caller is told when to
+        retry, as one that arrives while it restarts is; a call that the death would
+        leave waiting for ever is ended too (see _end_orphans)."""
+        task, awaiting = asyncio.current_task(), self._awaiting
+        retry_after = {"Retry-After": str(self.settings.retry_after_s)}
+        awaiting.add(task)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if task not in self._orphans:
+                raise
+            raise EngineUnavailable(
+                "The engine has stopped", code="engine_dead", headers=retry_after
+            ) from None
+        except EngineUnavailable as error:
+            error.headers = {**retry_after, **(error.headers or {})}
+            raise
+        finally:
+            awaiting.discard(task)
+            if task in self._orphans:  # its cancellation was ours, not its caller's
+                self._orphans.discard(task)
+                task.uncancel()
+
+    def _end_orphans(self) -> None:
+        """End the requests still awaiting the dead engine once it is shut down. vLLM
+        0.32's AsyncLLM fails the requests it holds when its engine core dies, but one
+        registered in the moment after (add_request checks for a dead engine only before
+        it awaits input processing) would wait for ever, and so would a collective_rpc
+        (the report) sent as it died: the soak with faults found one."""
+        orphans, self._awaiting = self._awaiting, set()
+        for task in orphans:
+            self._orphans.add(task)
+            task.cancel()
 
     async def abort(self, request_id: str) -> None:
         if self.state == "running":
             await self.engine.abort(request_id)
 
     async def sharp_report(self, report_id: str) -> list[tuple[VideoReport, bool]]:
-        return await self._running().sharp_report(report_id)
+        return await self._call(self._running().sharp_report(report_id))
 
     async def check_health(self) -> None:
-        await self._running().check_health()
+        await self._call(self._running().check_health())
 
     def is_dead(self) -> bool:
         return self.state != "running" or self.engine.is_dead()

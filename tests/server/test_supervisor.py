@@ -30,6 +30,11 @@ class MortalEngine:
 
     async def generate(self, request, sampling, request_id):
         yield "token"
+        if request.get("wait_for_ever"):
+            await asyncio.Event().wait()
+        if request.get("die_after_first_token"):
+            self.dead = True
+            raise EngineUnavailable("The engine has stopped", code="engine_dead")
 
     def shutdown(self):
         self.was_shut_down = True
@@ -89,6 +94,43 @@ def test_requests_while_restarting_get_503_with_retry_after():
                 await call
             assert refused.value.headers == {"Retry-After": "2"} and refused.value.code == "engine_restarting"
         await until(lambda: supervisor.state == "running")
+        supervisor.shutdown()
+
+    asyncio.run(run())
+
+
+def test_a_request_the_engines_death_ends_is_told_when_to_retry():
+    async def run():
+        supervisor, _, _ = supervised(backoff_s=0.5)
+        supervisor.start()
+        outputs = supervisor.generate({"die_after_first_token": True}, {}, "r")
+        assert await anext(outputs) == "token"
+        with pytest.raises(EngineUnavailable) as ended:
+            await anext(outputs)
+        assert ended.value.headers == {"Retry-After": "2"} and ended.value.code == "engine_dead"
+        supervisor.shutdown()
+
+    asyncio.run(run())
+
+
+def test_a_request_the_dead_engine_would_leave_waiting_is_ended_with_retry_after():
+    async def run():
+        supervisor, _, _ = supervised()
+        supervisor.start()
+        first = supervisor.engine
+
+        async def consume():
+            return [token async for token in supervisor.generate({"wait_for_ever": True}, {}, "r")]
+
+        waiting = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        first.dead = True
+        with pytest.raises(EngineUnavailable) as ended:
+            await asyncio.wait_for(waiting, 5)
+        assert ended.value.headers == {"Retry-After": "2"} and ended.value.code == "engine_dead"
+        assert not waiting.cancelling()  # the request's task goes on to answer
+        await until(lambda: supervisor.engine is not first and supervisor.state == "running")
+        assert [token async for token in supervisor.generate({}, {}, "r")] == ["token"]
         supervisor.shutdown()
 
     asyncio.run(run())

@@ -152,11 +152,11 @@ class EngineSupervisor:
                 task.uncancel()
 
     def _end_orphans(self) -> None:
-        """End the requests still awaiting the dead engine once it is shut down. vLLM
-        0.32's AsyncLLM fails the requests it holds when its engine core dies, but one
-        registered in the moment after (add_request checks for a dead engine only before
-        it awaits input processing) would wait for ever, and so would a collective_rpc
-        (the report) sent as it died: the soak with faults found one."""
+        """End the calls still awaiting the dead engine once it is shut down. vLLM 0.32's
+        AsyncLLM fails the requests it holds when its engine core dies, but not every
+        call: the soak with faults found a request that waited for ever after a kill (a
+        request registered as the engine died, or the report's collective_rpc sent
+        then, gets no answer and no error)."""
         orphans, self._awaiting = self._awaiting, set()
         for task in orphans:
             self._orphans.add(task)

@@ -35,7 +35,7 @@ from bench.common.models import LOAD_DUMMY, real_config, text_of, write_model
 from bench.common.results import REPO, provenance
 from bench.common.shapes import matched_config, shape_summary
 from bench.common.stats import median_with_interval, ratio
-from bench.prefill import Arm, Videos, run_once, summarise, targets
+from bench.prefill import EVS_BROKEN, Arm, Videos, run_once, summarise, targets
 from sharp_plugin import recipe
 
 SOURCES = ["sharp_plugin", "bench/gpu.py", "bench/prefill.py", "bench/common"]
@@ -56,10 +56,6 @@ ARMS = {
     "evs-0.1": [Arm("EVS r=0.1", "evs-0.1")],
 }  # fmt: skip
 THROUGHPUT_REQUESTS, CONCURRENCY = 24, 8
-# vLLM 0.32's EVS on Qwen3-VL crashes in its M-RoPE recompute (the prompt's per-frame
-# counts do not match the pruned embeddings: vllm-project/vllm#30847, open), so the
-# EVS arms run on Qwen2.5-VL only.
-EVS_BROKEN = {"qwen3-vl-8b": "vLLM 0.32's EVS on Qwen3-VL crashes (vllm-project/vllm#30847)"}
 
 
 class Budget:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from bench.common.engines import bench_llm, evs_llm, frames_input, shutdown, tag, video_reports
 from bench.common.results import REPO, add_output_arguments, output_dir, write_report
-from bench.common.stats import binomial_se
+from bench.common.stats import binomial_se, paired_difference
 from proxy_videoqa.batches import chat_prompt
 from proxy_videoqa.clips import SPLITS, TASKS, Clip
 from proxy_videoqa.geometry import FPS
@@ -146,10 +146,14 @@ def markdown(report: dict) -> str:
     ]
     keys = ["shipped", "all", *TASKS, *(f"{t}/{s}" for t in TASKS for s in SPLITS)]
     for key in keys:
-        n = report["results"]["none"]["1.0"][key]["n"]
+        unpruned = report["results"]["none"]["1.0"][key]
+        n = unpruned["n"]
         unsolved = key in report["unsolved"]
         note = " — UNSOLVED by the model, reported separately" if unsolved else ""
-        lines += [f"## {key} (n = {n}, one standard error ≤ {binomial_se(0.5, n):.3f}){note}", ""]
+        # The standard error of one accuracy near the unpruned one; comparing two methods
+        # on the same clips takes the paired difference (the table after these).
+        se = binomial_se(unpruned["accuracy"], n)
+        lines += [f"## {key} (n = {n}, standard error of the unpruned accuracy {se:.4f}){note}", ""]
         lines.append("| method | " + " | ".join(f"r={r}" for r in retentions) + " |")
         lines.append("|---|" + "---|" * len(retentions))
         for method, by_retention in report["results"].items():
@@ -163,6 +167,7 @@ def markdown(report: dict) -> str:
                 cells.append(f"{cell['accuracy']:.3f}" + (f" ({recall:.2f})" if recall is not None else ""))
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += paired_lines(report)
     lines += [
         "Cells: accuracy (needle recall: share of the answer's token kept, from the per-request "
         "report; EVS gives no report). Chance is 0.2 (five colours).",
@@ -182,6 +187,37 @@ def markdown(report: dict) -> str:
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_lines(report: dict) -> list[str]:
+    """Each method against ShaRP at the same retention, on the shipped clips: the mean of
+    the per-clip differences in correctness, with its standard error (the same clips
+    answered twice, so the comparison is paired, not two accuracies side by side)."""
+    if "clip_cells" not in report:
+        return []
+    shipped = [cell not in report["unsolved"] for cell in report["clip_cells"]]
+    retentions = [r for r in report["retentions"] if r < 1.0]
+    lines = [
+        "## Against ShaRP at the same retention (shipped clips, paired: mean difference ± its SE)",
+        "",
+        "| method | " + " | ".join(f"r={r}" for r in retentions) + " |",
+        "|---|" + "---|" * len(retentions),
+    ]
+    for method, by_retention in report["results"].items():
+        if method == "sharp":
+            continue
+        cells = []
+        for r in retentions:
+            mine, sharp = by_retention.get(str(r)), report["results"]["sharp"].get(str(r))
+            if mine is None or sharp is None:
+                cells.append("")
+                continue
+            pick = [o for o, keep in zip(mine["outcomes"], shipped, strict=True) if keep]
+            base = [o for o, keep in zip(sharp["outcomes"], shipped, strict=True) if keep]
+            diff = paired_difference(pick, base)
+            cells.append(f"{diff['difference']:+.3f} ± {diff['se']:.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def plot(report: dict, path: Path) -> None:

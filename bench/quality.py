@@ -265,7 +265,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         report = json.loads(args.from_json.read_text())
-        report.pop("provenance", None)
+        # The saved run's provenance, not this re-rendering's (write_report keeps it).
+        report.setdefault("provenance", None)
         write_outputs(report, args.from_json.parent, args.from_json.stem)
         return
     if args.small:

@@ -7,6 +7,7 @@ tables, picked out of the JSON here, so that none is typed by hand."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ class MissingResult(Exception):
     pass
 
 
+@functools.cache  # a result is read once per run, though several figures quote it
 def load(name: str) -> dict:
     path = RESULTS / f"{name}.json"
     if not path.exists():
@@ -86,9 +88,9 @@ for _name in BENCH_TABLES:
     figure(f"table-{_name.replace('_', '-')}")(lambda name=_name: bench_table(name))
 
 
-def interval(summary: dict, digits: int = 2, unit: str = "") -> str:
+def interval(summary: dict, digits: int = 2) -> str:
     low, high = summary["ci95"]
-    return f"{summary['median']:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{summary['median']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 ARMS_QUOTED = (

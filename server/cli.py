@@ -55,8 +55,13 @@ def main(argv: list[str] | None = None) -> None:
         http=deadline_protocol(settings.http, cut_off),
         timeout_keep_alive=settings.http.keep_alive_timeout_s,
     )
+    # Bind before the engine loads (uvicorn would bind after the lifespan has started it):
+    # a port already taken fails in a second, not after a minute of loading weights onto
+    # the device; connections made while the engine loads wait in the backlog. vLLM's
+    # own server binds early for the same reason.
+    listening = config.bind_socket()
     app.state.http_server = uvicorn.Server(config)  # the supervisor stops it when it gives up
-    app.state.http_server.run()
+    app.state.http_server.run(sockets=[listening])
     sys.exit(app.state.exit_status)
 
 

@@ -1,16 +1,36 @@
-"""Decode time of a long clip, side by side in one run: decoding every frame; the
-server's seek-sampling of N frames (uniform or at keyframes) with 1, 2 and all cores'
-worth of decord readers; and vLLM's own OpenCV loader on the same clip.
+"""Decode time across decoders, samplings, readers and clips, interleaved over rounds.
 
-Usage: python -m bench.decode [--seconds 60] [--height 720] [--fps 30] [--frames 32]
-Writes decode.json and decode.md to --out. The clip is generated (H.264, moving content,
-a keyframe every 2 s) and cached under runs/bench/."""
+Each round times every arm on every clip once, in an order rotated from round to round:
+- `full`: every frame at full resolution with one decord reader, the baseline. Each
+  arm's ratio to it is taken within the same round, so drift between rounds cancels;
+- the server's seek-sampling (server/media/video.py) of --frames frames, `uniform` and
+  `keyframes`, with 1 and 2 readers, on each decord build: decord 0.6.0 (last released in
+  2021) and decord2 (its maintained fork, imported under the same name);
+- vLLM's OpenCV loader as `vllm serve` runs it (full resolution, from bytes);
+- torchcodec where it loads here; where it does not, the reason is recorded.
+
+Decord builds share the import name `decord`, so each runs in its own worker process
+with its build first on sys.path (a build other than the installed one is fetched from
+the package registry with `pip install --target` under runs/bench/decoders/). Workers
+stay up between jobs, so imports are outside the timings, and only one runs at a time.
+
+A ratio is the median over rounds with a 95% bootstrap interval (bench/common/stats.py).
+The targets (uniform at most 0.2 of a full decode with 1 and with 2 readers, keyframes at
+most 0.09) count as met only when the interval's upper end is under them.
+
+Usage: python -m bench.decode [--rounds 3] [--frames 32] [--clips 60s-720p 600s-1080p ...]
+       [--builds installed decord==0.6.0]
+Writes decode.{json,md,png}. Clips are generated (H.264 from libx264 `veryfast`, moving
+content, a keyframe every 2 s) and cached under runs/bench/."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import statistics
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,102 +38,289 @@ import av
 import numpy as np
 
 from bench.common.results import REPO, add_output_arguments, output_dir, write_report
-from server.media import video
-from server.settings import MediaSettings
+from bench.common.stats import median_with_interval, ratio
 
 SOURCES = ["server/media/video.py", "bench/decode.py"]
+CLIPS = ["60s-720p", "60s-1080p", "600s-720p", "600s-1080p"]
+BUILDS = ["installed", "decord==0.6.0"]  # "installed": this environment's decord (decord2)
+TARGETS = {("uniform", 1): 0.2, ("uniform", 2): 0.2, ("keyframes", 2): 0.09}  # of a full decode
+FPS = 30
 
 
-def make_clip(path: Path, seconds: int, height: int, fps: int) -> Path:
+def make_clip(path: Path, seconds: int, height: int, fps: int = FPS) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     width = height * 16 // 9
     yy, xx = np.mgrid[:height, :width]
-    base = ((xx // 40 + yy // 40) % 2 * 60 + 40).astype(np.uint8)
-    with av.open(str(path), mode="w") as container:
+    base = np.repeat(((xx // 40 + yy // 40) % 2 * 60 + 40).astype(np.uint8)[:, :, None], 3, axis=2)
+    partial = path.with_suffix(".partial.mp4")
+    with av.open(str(partial), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "g": str(fps * 2)})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(seconds * fps):
-            frame = np.repeat(np.roll(base, i * 4, axis=1)[:, :, None], 3, axis=2)
+            frame = np.roll(base, i * 4, axis=1)
             frame[:, :, 0] = (i * 3) % 256
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+    partial.rename(path)  # a clip interrupted halfway is never taken for a whole one
     return path
 
 
-def timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return times
+def clip_path(name: str) -> Path:
+    seconds, height = map(int, re.fullmatch(r"(\d+)s-(\d+)p", name).groups())
+    return make_clip(REPO / "runs" / "bench" / f"clip-{seconds}s-{height}p.mp4", seconds, height)
+
+
+# --- the worker: one decord build, jobs on stdin, timings on stdout -------------------------
+
+
+def run_job(job: dict) -> int:
+    """Do one arm's work on one clip; return the frames it produced."""
+    clip, frames = Path(job["clip"]), job["frames"]
+    if job["arm"] == "full":
+        import decord
+
+        reader = decord.VideoReader(str(clip), ctx=decord.cpu(0), num_threads=1)
+        for _ in range(len(reader)):
+            reader.next()  # decode and convert, then drop: 18,000 frames of 1080p would not fit
+        return len(reader)
+    if job["arm"] == "server":
+        from server.media import video
+        from server.settings import MediaSettings
+
+        limits = MediaSettings(max_frames=frames, max_frame_pixels=448 * 448, max_video_seconds=3600)
+        decoded = video.decode(
+            clip, limits, num_frames=frames, sampling=job["sampling"], readers=job["readers"]
+        )
+        return len(decoded.frames)
+    if job["arm"] == "opencv":
+        from vllm.multimodal.video import VideoBackend
+
+        decoded, _ = VideoBackend.load_bytes(clip.read_bytes(), num_frames=frames)
+        return len(decoded)
+    if job["arm"] == "torchcodec":
+        from torchcodec.decoders import VideoDecoder
+
+        decoder = VideoDecoder(str(clip), dimension_order="NHWC", num_ffmpeg_threads=1)
+        total = decoder.metadata.num_frames
+        indices = [min(total - 1, (2 * i + 1) * total // (2 * frames)) for i in range(frames)]
+        return len(decoder.get_frames_at(indices).data)
+    raise ValueError(job["arm"])
+
+
+def worker() -> None:
+    import decord
+    import vllm.multimodal.video  # noqa: F401  (imports outside the timings)
+
+    import server.media.video  # noqa: F401
+
+    print(json.dumps({"decord": decord.__version__, "from": decord.__file__}), flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        try:
+            started = time.perf_counter()
+            produced = run_job(job)
+            print(json.dumps({"seconds": time.perf_counter() - started, "frames": produced}), flush=True)
+        except Exception as exc:  # reported, not fatal: e.g. a torchcodec that does not load
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:500]}), flush=True)
+
+
+class Worker:
+    """A `python -m bench.decode --worker` child with one decord build first on its path."""
+
+    def __init__(self, build: str):
+        env = dict(os.environ)
+        if build != "installed":
+            site = REPO / "runs" / "bench" / "decoders" / re.sub(r"[^\w.]+", "-", build)
+            if not site.exists():
+                subprocess.run(
+                    [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), build],
+                    check=True,
+                )
+            env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.decode", "--worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env,
+        )  # fmt: skip
+        self.decord = json.loads(self.process.stdout.readline())
+
+    def run(self, job: dict) -> dict:
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def arm_name(arm: dict, build_label: str) -> str:
+    if arm["arm"] == "server":
+        return f"{build_label}, {arm['sampling']}, {arm['readers']} reader(s)"
+    return {
+        "full": "full decode (decord, 1 reader)",
+        "opencv": "vLLM's OpenCV loader",
+        "torchcodec": "torchcodec",
+    }[arm["arm"]]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clips", nargs="+", default=CLIPS, help="SECONDSs-HEIGHTp, e.g. 60s-720p")
+    parser.add_argument("--builds", nargs="+", default=BUILDS, help="decord builds: installed or a pip spec")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     add_output_arguments(parser)
     args = parser.parse_args()
-    if args.small:
-        args.seconds, args.height, args.repeats = 4, 360, 1
-    import decord
-    from vllm.multimodal.video import VideoBackend
+    if args.worker:
+        return worker()
+    if args.small:  # every arm and step on a tiny clip, the installed build only
+        args.rounds, args.frames, args.clips, args.builds = 2, 8, ["4s-360p"], ["installed"]
 
-    clip = make_clip(
-        REPO / "runs/bench" / f"clip-{args.seconds}s-{args.height}p.mp4", args.seconds, args.height, args.fps
-    )
-    limits = MediaSettings(max_frames=args.frames, max_frame_pixels=448 * 448, max_video_seconds=3600)
-    cores = os.cpu_count() or 1
+    clips = {name: clip_path(name) for name in args.clips}
+    workers = {build: Worker(build) for build in args.builds}
+    labels = {build: f"decord {w.decord['decord']}" for build, w in workers.items()}
+    main_worker = workers[args.builds[0]]
+    arms: list[tuple[str, dict]] = [(args.builds[0], {"arm": "full"})]
+    for build in args.builds:
+        for sampling in ("uniform", "keyframes"):
+            for readers in (1, 2):
+                arms.append((build, {"arm": "server", "sampling": sampling, "readers": readers}))
+    arms.append((args.builds[0], {"arm": "opencv"}))
+    torchcodec = main_worker.run({"arm": "torchcodec", "clip": str(next(iter(clips.values()))), "frames": 2})
+    if "error" not in torchcodec:
+        arms.append((args.builds[0], {"arm": "torchcodec"}))
 
-    def server_path(sampling: str, readers: int):
-        return lambda: video.decode(clip, limits, num_frames=args.frames, sampling=sampling, readers=readers)
+    times: dict[str, dict[str, list[float]]] = {clip: {} for clip in clips}
+    try:
+        for build, arm in arms:  # a warm-up, untimed: first calls, the page cache
+            workers[build].run({**arm, "clip": str(clips[args.clips[0]]), "frames": args.frames})
+        for round_index in range(args.rounds):
+            shift = round_index % len(arms)
+            for clip, path in clips.items():
+                for build, arm in arms[shift:] + arms[:shift]:  # interleaved: a new order each round
+                    outcome = workers[build].run({**arm, "clip": str(path), "frames": args.frames})
+                    if "error" in outcome:
+                        raise RuntimeError(f"{arm_name(arm, labels[build])} on {clip}: {outcome['error']}")
+                    times[clip].setdefault(arm_name(arm, labels[build]), []).append(outcome["seconds"])
+                print(f"round {round_index + 1}/{args.rounds}: {clip} done", file=sys.stderr, flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
 
-    def every_frame_full_res():
-        reader = decord.VideoReader(str(clip), ctx=decord.cpu(0))
-        for i in range(len(reader)):
-            reader[i]  # decode, drop: holding 1800 frames at 720p would need 5 GB
+    report = summarise(times, labels, args)
+    report["torchcodec"] = "measured" if "error" not in torchcodec else f"not measured: {torchcodec['error']}"
+    out = output_dir(args, "decode")
+    write_report(out, "decode", report, markdown, plot, sources=SOURCES, indent=2)
 
-    def vllm_opencv_loader():
-        # vLLM's own loader as `vllm serve` runs it: OpenCV, full resolution, from bytes.
-        frames, _ = VideoBackend.load_bytes(clip.read_bytes(), num_frames=args.frames)
-        assert len(frames) == args.frames
 
-    arms = {"decode every frame (full resolution, 1 reader)": (every_frame_full_res, 1)}
-    for readers in sorted({1, 2, cores}):
-        arms[f"server: seek-sample {args.frames} uniform, {readers} reader(s)"] = (
-            server_path("uniform", readers), args.repeats
-        )  # fmt: skip
-    for readers in sorted({1, cores}):
-        arms[f"server: seek-sample {args.frames} at keyframes, {readers} reader(s)"] = (
-            server_path("keyframes", readers), args.repeats
-        )  # fmt: skip
-    arms[f"vLLM's OpenCV loader: {args.frames} frames"] = (vllm_opencv_loader, args.repeats)
-
-    full = "decode every frame (full resolution, 1 reader)"
-    result = {
-        "clip": {"seconds": args.seconds, "height": args.height, "fps": args.fps, "gop_frames": 2 * args.fps},
-        "machine": {"cpus": cores},
-        "rows": {},
+def summarise(times: dict[str, dict[str, list[float]]], labels: dict[str, str], args) -> dict:
+    full = arm_name({"arm": "full"}, "")
+    clips = {}
+    for clip, rows in times.items():
+        clips[clip] = {
+            name: {
+                "seconds": median_with_interval(values),
+                "of_full_decode": ratio(values, rows[full]),
+                "runs_s": values,
+            }
+            for name, values in rows.items()
+        }
+    builds = list(labels.values())
+    comparison = {}
+    if len(builds) > 1:  # the installed build's time against each other build's, arm by arm
+        ours = builds[0]
+        for other in builds[1:]:
+            for clip, rows in times.items():
+                for name, values in rows.items():
+                    if name.startswith(ours + ","):
+                        twin = other + name[len(ours) :]
+                        comparison.setdefault(f"{ours} / {other}", {})[f"{clip}: {name[len(ours) + 2 :]}"] = (
+                            ratio(values, rows[twin])
+                        )
+    targets = {}
+    for clip, rows in clips.items():
+        for (sampling, readers), bound in TARGETS.items():
+            name = f"{builds[0]}, {sampling}, {readers} reader(s)"
+            summary = rows[name]["of_full_decode"]
+            targets[f"{clip}: {sampling}, {readers} reader(s) <= {bound}"] = {
+                **summary, "target": bound, "met": summary["ci95"][1] <= bound,
+            }  # fmt: skip
+    return {
+        "rounds": args.rounds,
+        "frames": args.frames,
+        "clips": {clip: {"fps": FPS, "gop_frames": 2 * FPS} for clip in times},
+        "builds": labels,
+        "arms": clips,
+        "build_time_ratios": comparison,
+        "targets": targets,
     }
-    for name, (fn, repeats) in arms.items():  # every arm in this one run
-        times = timed(fn, repeats)
-        result["rows"][name] = {"median_s": statistics.median(times), "runs_s": times}
-    for row in result["rows"].values():
-        row["of_full_decode"] = row["median_s"] / result["rows"][full]["median_s"]
-    write_report(output_dir(args, "decode"), "decode", result, markdown, sources=SOURCES, indent=2)
+
+
+def _interval(summary: dict, digits: int = 2) -> str:
+    low, high = summary["ci95"]
+    return f"{summary['median']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def markdown(report: dict) -> str:
-    lines = ["| decode | median s | of a full decode |", "|---|---|---|"]
-    for name, row in report["rows"].items():
-        lines.append(f"| {name} | {row['median_s']:.2f} | {row['of_full_decode']:.2f} |")
-    return "\n".join(lines) + "\n"
+    lines = [
+        f"# decode: {report['frames']} frames, {report['rounds']} interleaved rounds (median [95% interval])",
+        "",
+    ]
+    for clip, rows in report["arms"].items():
+        lines += [f"## {clip}", "", "| arm | seconds | of a full decode |", "|---|---|---|"]
+        lines += [
+            f"| {name} | {_interval(r['seconds'])} | {_interval(r['of_full_decode'], 3)} |"
+            for name, r in rows.items()
+        ]
+        lines.append("")
+    for pair, rows in report["build_time_ratios"].items():
+        lines += [f"## time, {pair} (below 1: the first is faster)", "", "| clip: arm | ratio |", "|---|---|"]
+        lines += [f"| {name} | {_interval(r, 3)} |" for name, r in rows.items()]
+        lines.append("")
+    lines += [
+        "## targets (met only when the whole interval is under the bound)",
+        "",
+        "| target | of a full decode | met |",
+    ]
+    lines.append("|---|---|---|")
+    for name, t in report["targets"].items():
+        lines.append(f"| {name} | {_interval(t, 3)} | {'yes' if t['met'] else 'no'} |")
+    lines += ["", f"torchcodec: {report['torchcodec']}", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clips = list(report["arms"])
+    names = [n for n in report["arms"][clips[0]] if not n.startswith("full")]
+    fig, ax = plt.subplots(figsize=(10, 0.4 * len(names) * len(clips) + 1.5))
+    height = 0.8 / len(clips)
+    for c, clip in enumerate(clips):
+        rows = report["arms"][clip]
+        medians = [rows[n]["of_full_decode"]["median"] for n in names]
+        errors = np.array(
+            [[rows[n]["of_full_decode"]["median"] - rows[n]["of_full_decode"]["ci95"][0],
+              rows[n]["of_full_decode"]["ci95"][1] - rows[n]["of_full_decode"]["median"]] for n in names]
+        ).T  # fmt: skip
+        ax.barh(np.arange(len(names)) + c * height, medians, height, xerr=errors, label=clip)
+    ax.axvline(0.2, color="k", linestyle="--", linewidth=0.8)
+    ax.set_yticks(np.arange(len(names)) + height * (len(clips) - 1) / 2, names)
+    ax.set_xscale("log")
+    ax.set_xlabel("time / full decode of the same clip in the same round (median, 95% interval)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

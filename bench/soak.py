@@ -38,13 +38,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import av
 import httpx
 import numpy as np
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common.faults import EngineKiller, HealthWatcher, Tricklers
 from bench.common.results import REPO, add_output_arguments, output_dir, write_report
@@ -282,24 +283,20 @@ class RssSampler(threading.Thread):
                 continue
 
 
-def metric(base_url: str, name: str) -> float:
-    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
+Samples = dict[str, list[tuple[dict[str, str], float]]]  # sample name -> (labels, value)s
+
+
+def scrape(base_url: str) -> Samples:
+    """The server's /metrics, parsed by prometheus_client. A name it lacks is a KeyError."""
+    samples: Samples = defaultdict(list)
+    for family in text_string_to_metric_families(httpx.get(f"{base_url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            samples[sample.name].append((sample.labels, sample.value))
+    return dict(samples)
 
 
 def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
-
-
-def server_side_5xx(base_url: str) -> int:
-    """5xx responses the server counted itself: a client that left never saw them."""
-    total = 0
-    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
-        if line.startswith("sharp_requests_total{") and 'status="5' in line:
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
 
 
 def main() -> int:
@@ -354,14 +351,15 @@ def main() -> int:
         # Let aborted requests drain, then read what is left.
         drain = time.monotonic() + 30
         while (
-            unfinished := metric(base_url, "sharp_engine_unfinished_requests")
+            unfinished := sum(value for _, value in scrape(base_url)["sharp_engine_unfinished_requests"])
         ) and time.monotonic() < drain:
             time.sleep(0.5)
         sampler.stop.set()
         sampler.join()
         healthy = httpx.get(f"{base_url}/health", timeout=10).status_code == 200
-        counted_5xx = server_side_5xx(base_url)
-        server_counts = counted_responses(base_url)
+        samples = scrape(base_url)
+        counted_5xx = server_side_5xx(samples)
+        server_counts = counted_responses(samples)
         server_log = log_path.read_text()
     finally:
         server.stop(grace_s=30)
@@ -401,22 +399,24 @@ def count_tracebacks(log: str, at_engine_death: bool) -> int:
     return total - log.count(ENGINE_DEATH_TRACEBACK) if at_engine_death else total
 
 
-def counted_responses(base_url: str) -> dict[str, float]:
+def counted_responses(samples: Samples) -> dict[str, float]:
     """The server's own count of chat-completion responses, by status, and its engine
     deaths, restarts and 429s."""
-    counts: dict[str, float] = {}
-    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
-        sample, _, value = line.rpartition(" ")
-        if sample.startswith("sharp_requests_total{") and 'route="/v1/chat/completions"' in sample:
-            counts[sample.split('status="', 1)[1].split('"', 1)[0]] = float(value)
-        for name in (
-            "sharp_engine_deaths_total",
-            "sharp_engine_restarts_total",
-            "sharp_rejected_requests_total",
-        ):
-            if sample == name:
-                counts[name] = float(value)
+    counts = {
+        labels["status"]: value
+        for labels, value in samples["sharp_requests_total"]
+        if labels.get("route") == "/v1/chat/completions"
+    }
+    for name in ("sharp_engine_deaths_total", "sharp_engine_restarts_total", "sharp_rejected_requests_total"):
+        for _, value in samples.get(name, []):
+            counts[name] = value
     return counts
+
+
+def server_side_5xx(samples: Samples) -> int:
+    """5xx responses the server counted itself: a client that left never saw them."""
+    requests = samples["sharp_requests_total"]
+    return int(sum(value for labels, value in requests if labels["status"].startswith("5")))
 
 
 class Faults:

@@ -20,7 +20,7 @@ def test_a_port_in_use_fails_before_the_engine_loads():
             [sys.executable, "-m", "server", "--config", str(REPO / "configs" / "default.yaml"),
              "--host", "127.0.0.1", "--port", str(port)],
             capture_output=True, text=True, timeout=120, cwd=REPO,
-        )
+        )  # fmt: skip
         elapsed = time.monotonic() - started
     assert run.returncode != 0
     assert "Address already in use" in run.stderr

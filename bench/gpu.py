@@ -46,7 +46,7 @@ MODELS = {
 LENGTHS = {"4k": 32, "16k": 128}  # frames at the model's side: 4,096 and 16,384 video tokens
 # Seconds a stage takes on an H100-class GPU (a 7B prefill of 16k tokens is about 1.5 s;
 # a stage is warm-up, the rounds and the req/s runs), and on the CPU in tiny mode.
-STAGE_ESTIMATE_S = {"4k": 45, "16k": 150, "short": 10, "long": 15}
+STAGE_ESTIMATE_S = {"4k": 45, "16k": 150, "tiny": 10}
 MISS = {"retention": 0.1, "prior_query": "question"}
 ARMS = {
     "ours": [Arm("ours, none", "ours", {"method": "none"}), Arm("sharp r=0.25", "ours", {"retention": 0.25}),
@@ -56,6 +56,10 @@ ARMS = {
     "evs-0.1": [Arm("EVS r=0.1", "evs-0.1")],
 }  # fmt: skip
 THROUGHPUT_REQUESTS, CONCURRENCY = 24, 8
+# --tiny rehearses each kind of step once: one length, one EVS engine (the other rate is
+# the same step with another number), fewer requests per req/s run. CI's time is spent
+# on what could break, not on repeats of it.
+TINY_LENGTHS, TINY_SKIPS, TINY_THROUGHPUT_REQUESTS = {"tiny": 8}, ("evs-0.1",), 8
 
 
 class Budget:
@@ -129,14 +133,14 @@ def engine(model_dir: Path, name: str, tiny: bool, context: int):
     return llm
 
 
-def throughput(llm, videos: Videos, arm: Arm) -> float:
-    """Requests per second of THROUGHPUT_REQUESTS new videos, CONCURRENCY at a time."""
+def throughput(llm, videos: Videos, arm: Arm, count: int) -> float:
+    """Requests per second of `count` new videos, CONCURRENCY at a time."""
     from vllm import SamplingParams
 
-    requests = [videos.request(arm)[0] for _ in range(THROUGHPUT_REQUESTS)]
+    requests = [videos.request(arm)[0] for _ in range(count)]
     started = time.perf_counter()
     llm.generate(requests, SamplingParams(max_tokens=16, ignore_eos=True, temperature=0.0), use_tqdm=False)
-    return THROUGHPUT_REQUESTS / (time.perf_counter() - started)
+    return count / (time.perf_counter() - started)
 
 
 class _Shape:
@@ -147,7 +151,7 @@ class _Shape:
 def run_model(name: str, args, budget: Budget, out: Path) -> None:
     config = model_config(name, args.tiny)
     side = 112 if args.tiny else MODELS[name][1]
-    lengths = {"short": 8, "long": 16} if args.tiny else LENGTHS
+    lengths = TINY_LENGTHS if args.tiny else LENGTHS
     cost = flops.Model.load(name, config)
     context = cost.vision.tokens(flops.VideoShape(max(lengths.values()), side, side)) + 256
     directory = REPO / "runs" / "bench-models" / f"gpu-{name}{'-tiny' if args.tiny else ''}"
@@ -178,6 +182,8 @@ def run_model(name: str, args, budget: Budget, out: Path) -> None:
             stock = engine(model_dir, "stock", args.tiny, context)
             engines_up.callback(shutdown, stock)
             for other, arms in ARMS.items():
+                if args.tiny and other in TINY_SKIPS:
+                    continue
                 if other.startswith("evs-") and name in EVS_BROKEN:
                     result["not_run"][other] = EVS_BROKEN[name]
                     continue
@@ -191,7 +197,10 @@ def run_model(name: str, args, budget: Budget, out: Path) -> None:
                         shutdown(llm)
                         return stop(reason)
                     shape = _Shape(name, config, frames, side)
-                    result["stages"][stage] = measure_stage(engines, arms, shape, processor, args.rounds)
+                    requests = TINY_THROUGHPUT_REQUESTS if args.tiny else THROUGHPUT_REQUESTS
+                    result["stages"][stage] = measure_stage(
+                        engines, arms, shape, processor, args.rounds, requests
+                    )
                     save()
                     print(f"{name}: {stage} done, {budget.left():.0f} s left", file=sys.stderr)
                 shutdown(llm)
@@ -200,9 +209,12 @@ def run_model(name: str, args, budget: Budget, out: Path) -> None:
     save()
 
 
-def measure_stage(engines: dict, arms: list[Arm], shape: _Shape, processor, rounds: int) -> dict:
+def measure_stage(
+    engines: dict, arms: list[Arm], shape: _Shape, processor, rounds: int, throughput_requests: int
+) -> dict:
     """TTFT by stage for stock and each arm, round-robin over `rounds` (the order rotated
-    each round), then req/s at CONCURRENCY for each, interleaved too."""
+    each round), then req/s at CONCURRENCY for each (`throughput_requests` a run),
+    interleaved too."""
     videos = Videos(shape.frames, shape.side)
     units = [[Arm("stock", "stock")]] + [[arm] for arm in arms]
     for unit in units:  # warm-up
@@ -215,7 +227,9 @@ def measure_stage(engines: dict, arms: list[Arm], shape: _Shape, processor, roun
     rates: dict[str, list[float]] = {unit[0].name: [] for unit in units}
     for _ in range(max(1, rounds // 2)):
         for unit in units:
-            rates[unit[0].name].append(throughput(engines[unit[0].engine], videos, unit[0]))
+            rates[unit[0].name].append(
+                throughput(engines[unit[0].engine], videos, unit[0], throughput_requests)
+            )
     stock = rates.pop("stock")
     return {
         "frames": shape.frames, "side": shape.side, "arms": arms_summary,

@@ -363,12 +363,14 @@ def main() -> int:
         server_log = log_path.read_text()
     finally:
         server.stop(grace_s=30)
-    left = {
-        "stored_files": len(list(files.glob("file-*"))),
-        "partial_uploads": len(list(files.glob(".file-*"))),
-        "temporary_media": len([p for p in tmp.rglob("*") if "sharp-media-" in str(p) or p.is_file()]),
+    left_paths = {
+        "stored_files": list(files.glob("file-*")),
+        "partial_uploads": list(files.glob(".file-*")),
+        "temporary_media": [p for p in tmp.rglob("*") if "sharp-media-" in str(p) or p.is_file()],
     }
+    left = {kind: len(paths) for kind, paths in left_paths.items()}
     report = summarise(soak.results, sampler.samples, started, elapsed, args, left, unfinished, healthy)
+    report["left_behind_paths"] = sorted(str(p.relative_to(work)) for ps in left_paths.values() for p in ps)
     if faults is not None:
         report["faults"] = faults.summary(soak.results, server_counts, started, soak.first_questions_answered)
         report["targets"].update(report["faults"]["targets"])

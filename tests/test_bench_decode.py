@@ -22,8 +22,8 @@ def test_small_decode_run_times_every_arm_against_the_full_decode_of_its_round(t
         assert len(row["runs_s"]) == report["rounds"] == 2
         low, high = row["of_full_decode"]["ci95"]
         assert 0 < low <= row["of_full_decode"]["median"] <= high, name
-    # Sampling 8 frames at keyframes decodes less than every frame of the clip.
-    assert rows[f"{build}, keyframes, 1 reader(s)"]["of_full_decode"]["median"] < 1
+    # 4 frames at keyframes (8 GOPs in the clip) decode far less than every frame.
+    assert rows[f"{build}, keyframes, 1 reader(s)"]["of_full_decode"]["median"] < 0.5
     assert len(report["targets"]) == 3 and all(isinstance(t["met"], bool) for t in report["targets"].values())
     assert report["torchcodec"] == "measured" or report["torchcodec"].startswith("not measured: ")
     assert (tmp_path / "decode.png").stat().st_size > 10_000

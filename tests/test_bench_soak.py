@@ -16,7 +16,8 @@ def test_small_soak_has_no_server_errors_leaks_or_unfinished_requests(tmp_path):
     assert report["requests"] == 80
     assert report["server_errors"] == 0 and report["server_counted_5xx"] == 0, report["by_status"]
     assert report["unexpected_outcomes"] == 0 and report["client_side_errors"] == 0, report["by_kind"]
-    assert report["left_behind"] == {"stored_files": 0, "partial_uploads": 0, "temporary_media": 0}
+    nothing = {"stored_files": 0, "partial_uploads": 0, "temporary_media": 0}
+    assert report["left_behind"] == nothing, report["left_behind_paths"]
     assert report["unfinished_engine_requests"] == 0 and report["healthy_at_end"]
     assert report["tracebacks_in_log"] == 0
     # Every kind of request ran, and the hostile ones were all refused with a 4xx.
@@ -49,6 +50,7 @@ def test_small_soak_with_faults_recovers_from_each_engine_kill_and_loses_nothing
     assert all(kinds[k]["requests"] > 0 for k in ("followup", "preset", "bad_upload"))
     assert set(kinds["bad_upload"]["outcomes"]) == {"4xx"}
     assert set(kinds["bad_upload"]["statuses"]) == {"413", "415"}  # oversized, undecodable
-    assert report["left_behind"] == {"stored_files": 0, "partial_uploads": 0, "temporary_media": 0}
+    nothing = {"stored_files": 0, "partial_uploads": 0, "temporary_media": 0}
+    assert report["left_behind"] == nothing, report["left_behind_paths"]
     assert report["tracebacks_in_log"] == 0 and report["healthy_at_end"]
     assert run.returncode == 0 and report["passed"], (report["targets"], run.stdout[-3000:])

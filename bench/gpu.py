@@ -17,7 +17,9 @@ TTFT by stage, ratios with intervals); then requests per second at concurrency 8
 requests through `max_num_seqs` 8). The V1 model runner and CUDA graphs are as the
 server configures them (the recipe's runner pin; not eager). Each finished stage is
 written at once to bench/results/gpu/<model>.json, so a run stopped by time, memory or an
-error leaves its partial results, and says which stage stopped it and why.
+error leaves its partial results, and says which stage stopped it and why. Last, if time
+is left, the decode stage (bench/gpu_decode.py): decord2 on the GPU and torchcodec on
+CUDA against the server's CPU decode, in bench/results/gpu/decode.json.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from bench.common.models import LOAD_DUMMY, real_config, text_of, write_model
 from bench.common.results import REPO, provenance
 from bench.common.shapes import matched_config, shape_summary
 from bench.common.stats import median_with_interval, ratio
+from bench.gpu_decode import decode_stage
 from bench.prefill import EVS_BROKEN, Arm, Videos, run_once, summarise, targets
 from sharp_plugin import recipe
 
@@ -60,6 +63,7 @@ THROUGHPUT_REQUESTS, CONCURRENCY = 24, 8
 # the same step with another number), fewer requests per req/s run. CI's time is spent
 # on what could break, not on repeats of it.
 TINY_LENGTHS, TINY_SKIPS, TINY_THROUGHPUT_REQUESTS = {"tiny": 8}, ("evs-0.1",), 8
+DECODE_ESTIMATE_S = 30  # bench/gpu_decode.py: 5 rounds of 32 frames of a 60 s 720p clip, with its encoding
 
 
 class Budget:
@@ -259,6 +263,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         run_model(name, args, budget, args.out)
+    # Last, as the least important: does decoding on the GPU beat the server's CPU decode?
+    if reason := budget.check("the decode stage", DECODE_ESTIMATE_S):
+        print(f"decode: not run: {reason}", file=sys.stderr)
+    else:
+        decode_stage(
+            args.out, tiny=args.tiny, rounds=max(args.rounds, 5), has_cuda=device()["kind"] == "cuda"
+        )
     return 0
 
 

@@ -6,6 +6,8 @@ Each round times every arm on every clip once, in an order rotated from round to
 - the server's seek-sampling (server/media/video.py) of --frames frames, `uniform` and
   `keyframes`, with 1 and 2 readers, on each decord build: decord 0.6.0 (last released in
   2021) and decord2 (its maintained fork, imported under the same name);
+- a candidate for uniform sampling (`forward_decode`: PyAV, seeking only past a keyframe,
+  dropping unreferenced frames on the way), with 1 and 2 readers;
 - vLLM's OpenCV loader as `vllm serve` runs it (full resolution, from bytes);
 - torchcodec where it loads here; where it does not, the reason is recorded.
 
@@ -32,6 +34,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import distributions
 from pathlib import Path
 
@@ -73,6 +76,80 @@ def clip_path(name: str) -> Path:
     return make_clip(REPO / "runs" / "bench" / f"clip-{seconds}s-{height}p.mp4", seconds, height)
 
 
+# --- a candidate sampler ----------------------------------------------------------------------
+
+
+def forward_decode(
+    clip: Path, indices: list[int], width: int, height: int, keyframes: list[int]
+) -> np.ndarray:
+    """A candidate for the server's uniform sampling, measured here before it is adopted:
+    PyAV (FFmpeg) seeks only when the next wanted frame lies past the next keyframe, and
+    otherwise decodes forward; on the way it drops the frames no other frame references
+    (`skip_frame: NONREF`) unless one is wanted, and converts only the wanted frames.
+    The frames equal a full decode's at the same indices (tests/test_bench_decode.py).
+    Assumes a constant frame rate from pts 0, as the bench's clips have."""
+    wanted = sorted(set(indices))
+    out = {}
+    keys = np.asarray(keyframes)
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"  # frame threads would each copy skip_frame
+        ctx = stream.codec_context
+        step = 1 / (stream.average_rate * stream.time_base)
+        fed = None  # highest frame index fed to the decoder since the last seek
+        pos = 0
+        while pos < len(wanted):
+            target = wanted[pos]
+            behind = keys[keys <= target]
+            key = int(behind.max()) if behind.size else 0
+            if fed is None or key > fed:  # a keyframe past what was fed: seek to it
+                container.seek(round(key * step), stream=stream, backward=True, any_frame=False)
+                ctx.flush_buffers()
+                # Counted as fed even if the seek landed earlier (a keyframe list that is
+                # wrong), so that every seek moves strictly forward: no loop, only a
+                # longer decode.
+                fed = key
+            for packet in container.demux(stream):
+                if packet.pts is None:  # end of stream: drain
+                    frames = ctx.decode(None)
+                else:
+                    index = round(packet.pts / step)
+                    fed = max(fed, index)
+                    ctx.skip_frame = "DEFAULT" if index in wanted[pos:] else "NONREF"
+                    frames = ctx.decode(packet)
+                for frame in frames:
+                    fi = round(frame.pts / step)
+                    if fi in wanted and fi not in out:
+                        out[fi] = frame.to_ndarray(format="rgb24", width=width, height=height)
+                while pos < len(wanted) and wanted[pos] in out:
+                    pos += 1
+                if pos >= len(wanted):
+                    break
+                nxt = wanted[pos]
+                ahead = keys[(keys > fed) & (keys <= nxt)]
+                if ahead.size:  # the next wanted frame lies past the next keyframe: seek there
+                    break
+            else:
+                break
+    return np.stack([out[i] for i in indices])
+
+
+def forward_sample(clip: Path, frames: int, readers: int) -> np.ndarray:
+    """`forward_decode` of the server's uniform indices at its frame size, in `readers`
+    runs split at keyframes as the server splits them, each on its own thread."""
+    from server.media import video
+    from server.settings import MediaSettings
+
+    limits = MediaSettings(max_frames=frames, max_frame_pixels=448 * 448, max_video_seconds=3600)
+    info = video.probe(clip)
+    indices = video.sample_indices(info, limits, num_frames=frames)
+    width, height = video.target_size(info.width, info.height, limits.max_frame_pixels)
+    runs = video.split_at_keyframes(indices, list(info.keyframes), readers)
+    with ThreadPoolExecutor(len(runs)) as pool:
+        decoded = pool.map(lambda run: forward_decode(clip, run, width, height, list(info.keyframes)), runs)
+        return np.concatenate(list(decoded))
+
+
 # --- the worker: one decord build, jobs on stdin, timings on stdout -------------------------
 
 
@@ -95,6 +172,8 @@ def run_job(job: dict) -> int:
             clip, limits, num_frames=frames, sampling=job["sampling"], readers=job["readers"]
         )
         return len(decoded.frames)
+    if job["arm"] == "forward":
+        return len(forward_sample(clip, frames, job["readers"]))
     if job["arm"] == "opencv":
         from vllm.multimodal.video import VideoBackend
 
@@ -166,6 +245,8 @@ class Worker:
 def arm_name(arm: dict, build_label: str) -> str:
     if arm["arm"] == "server":
         return f"{build_label}, {arm['sampling']}, {arm['readers']} reader(s)"
+    if arm["arm"] == "forward":
+        return f"candidate: PyAV forward, uniform, {arm['readers']} reader(s)"
     return {
         "full": "full decode (decord, 1 reader)",
         "opencv": "vLLM's OpenCV loader",
@@ -196,6 +277,8 @@ def main() -> None:
         for sampling in ("uniform", "keyframes"):
             for readers in (1, 2):
                 arms.append((build, {"arm": "server", "sampling": sampling, "readers": readers}))
+    for readers in (1, 2):
+        arms.append((args.builds[0], {"arm": "forward", "readers": readers}))
     arms.append((args.builds[0], {"arm": "opencv"}))
     torchcodec = main_worker.run({"arm": "torchcodec", "clip": str(next(iter(clips.values()))), "frames": 2})
     if "error" not in torchcodec:

@@ -2,7 +2,7 @@
 answer accuracy, and the vision tower's and the selection's time and peak memory, against
 the video's length, for sharp, fastv, uniform, vLLM's EVS and an oracle.
 
-    python -m bench.long_video            # 1 to 64 clips (128 to 8,192 video tokens), ~12 min
+    python -m bench.long_video            # 1 to 64 clips (128 to 8,192 video tokens), 50 needles
     python -m bench.long_video --small    # CI: 1 and 8 clips, 2 needles
 
 A PROXY, NOT A REAL LONG-VIDEO BENCHMARK. The model is the 2 M-parameter Qwen2.5-VL
@@ -17,7 +17,8 @@ The engine has a 1,024-token context and every method keeps the same share of th
 (--retention, 0.1), so from 16 clips on the unpruned video is longer than the context
 and only the kept tokens are served. `none` (unpruned) runs where it fits. Arms:
 - the presets `sharp` (its mask is `auto`: block-causal below 16k tokens), `sharp-local`
-  (the segment-local mask), `fastv` and `uniform`, on the ShaRP engine;
+  (the segment-local mask), `sharp-block-causal` (block-causal at every length), `fastv`
+  and `uniform`, on the ShaRP engine;
 - `oracle`: keeps the needle's token first, then uniform (the ceiling of any selection);
 - `evs`: vLLM's EVS on the stock architecture at the matched rate (engine-wide
   `video_pruning_rate`; it gives no report, so no recall).
@@ -31,6 +32,10 @@ RSS during it above its RSS before it, with the allocator's free pages returned 
 OS first and the peak reset (Linux VmHWM); on a GPU, `torch.cuda.max_memory_allocated`.
 Each (length, needle) pair is a distinct video, so no cache serves the tower (the vision
 cache is off) or the question.
+
+Every arm answers the same needles, so each arm's accuracy is compared with the
+oracle's as a paired difference over the needles of a length, with its standard error
+(bench/common/stats.py); the per-needle outcomes are the JSON's `rows`.
 
 Writes JSON, a markdown table and a PNG plot (recall and accuracy, and the stages' time
 and memory, against length) to --out.
@@ -60,6 +65,7 @@ from bench.common.engines import (
     video_reports,
 )
 from bench.common.results import REPO, add_output_arguments, output_dir, write_report
+from bench.common.stats import binomial_se, paired_difference
 from bench.quality import DEFAULT_MODEL, PRESETS
 from proxy_videoqa.batches import chat_prompt
 from proxy_videoqa.clips import Clip, make_clip
@@ -71,7 +77,7 @@ SOURCES = ["sharp_plugin", "models/sharp-proxy-qwen25vl", "proxy_videoqa", "benc
 CONTEXT = 1024
 LENGTHS = (1, 4, 16, 64)  # clips: 128 to 8,192 video tokens (8x the context)
 DEPTHS = (0.0, 0.5, 1.0)  # where the needle clip sits, as a share of the video
-SHARP_ARMS = ("sharp", "sharp-local", "fastv", "uniform", "oracle")
+SHARP_ARMS = ("sharp", "sharp-local", "sharp-block-causal", "fastv", "uniform", "oracle")
 ALL_ARMS = ("none", *SHARP_ARMS, "evs")
 HAYSTACK_SEED = 2 * HELD_OUT_SEED  # a seed range neither training nor the held-out set draws from
 
@@ -106,7 +112,7 @@ class Case:
     """One long video: the needle clip at `position` among `length` clips."""
 
     def __init__(self, needle: Clip, length: int, depth: float, haystack: Haystack, index: int):
-        self.needle, self.length, self.depth = needle, length, depth
+        self.needle, self.length, self.depth, self.index = needle, length, depth, index
         self.position = round(depth * (length - 1))
         others = haystack.clips(needle_shape(needle), length - 1, offset=index * 7)
         self.clips = [*others[: self.position], needle, *others[self.position :]]
@@ -161,6 +167,8 @@ def settings_for(arm: str, retention: float, case: Case) -> dict | None:
         return {"method": "none"}
     if arm == "oracle":
         return {"method": "oracle", "retention": retention, "oracle_tokens": case.needle_tokens}
+    if arm == "sharp-block-causal":
+        return {**PRESETS["sharp"], "segment_mask": "block_causal", "retention": retention}
     return {**PRESETS[arm], "retention": retention}
 
 
@@ -192,6 +200,7 @@ def run_case(llm, processor: ProcessorProbe, arm: str, retention: float, case: C
     row = {
         "arm": arm,
         "length": case.length,
+        "needle": case.index,
         "depth": case.depth,
         "video_tokens": case.video_tokens,
         "correct": answer == case.needle.answer,
@@ -244,6 +253,16 @@ def summarise(rows: list[dict]) -> dict:
                 "selection_peak_mib": median(r["selection_peak_mib"] for r in group),
                 "fallbacks": sum(1 for r in group if r.get("fallback")),
             }
+            accuracy = out[arm][length]["accuracy"]
+            out[arm][length]["accuracy_se"] = round(binomial_se(accuracy, len(group)), 3)
+    # Against the oracle on the same needles: the gap the selection leaves.
+    for arm, by_length in out.items():
+        for length, cell in by_length.items():
+            oracle = {r["needle"]: r["correct"] for r in cells.get("oracle", {}).get(length, [])}
+            mine = {r["needle"]: r["correct"] for r in cells[arm][length]}
+            shared = sorted(set(oracle) & set(mine))
+            if arm != "oracle" and len(shared) > 1:
+                cell["vs_oracle"] = paired_difference([mine[n] for n in shared], [oracle[n] for n in shared])
     return out
 
 
@@ -260,7 +279,7 @@ def markdown(report: dict) -> str:
         f"fits. {report['needles']} needles per length, model `{report['model']}`, vLLM "
         f"{report['provenance']['vllm']}, {report['provenance']['machine']}.",
         "",
-        "## Accuracy (needle recall)",
+        "## Accuracy ± its SE (needle recall)",
         "",
         "| arm | " + " | ".join(f"{n} clips ({int(n) * VIDEO_TOKENS} tokens)" for n in lengths) + " |",
         "|---|" + "---|" * len(lengths),
@@ -273,12 +292,28 @@ def markdown(report: dict) -> str:
                 cells.append("does not fit" if arm == "none" else "")
                 continue
             recall = cell["needle_recall"]
-            cells.append(f"{cell['accuracy']:.2f}" + (f" ({recall:.2f})" if recall is not None else ""))
+            accuracy = f"{cell['accuracy']:.2f} ± {cell['accuracy_se']:.2f}"
+            cells.append(accuracy + (f" ({recall:.2f})" if recall is not None else ""))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Chance is 0.2 (five colours). Recall: the share of the needle's token the selection kept, "
         "from the per-request report (EVS gives none).",
+        "",
+        "## Against the oracle (paired over the same needles: accuracy difference ± its SE)",
+        "",
+        "| arm | " + " | ".join(f"{n} clips" for n in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    for arm, by_length in results.items():
+        if arm == "oracle":
+            continue
+        cells = []
+        for n in lengths:
+            paired = (by_length.get(n) or {}).get("vs_oracle")
+            cells.append(f"{paired['difference']:+.2f} ± {paired['se']:.2f}" if paired else "")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += [
         "",
         "## Time and memory per stage (medians)",
         "",
@@ -346,7 +381,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="clips per video")
-    parser.add_argument("--needles", type=int, default=20, help="needles (videos) per length")
+    parser.add_argument("--needles", type=int, default=50, help="needles (videos) per length")
     parser.add_argument("--retention", type=float, default=0.1)
     parser.add_argument("--arms", nargs="+", default=ALL_ARMS, choices=ALL_ARMS)
     parser.add_argument("--name", default="long_video")

@@ -16,7 +16,7 @@ from .conftest import run_small_bench
 pytestmark = pytest.mark.engine
 
 CONTEXT, CLIP_TOKENS = 1024, 128
-PRUNED = ["sharp", "sharp-local", "fastv", "uniform", "oracle"]
+PRUNED = ["sharp", "sharp-local", "sharp-block-causal", "fastv", "uniform", "oracle"]
 
 
 def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(tmp_path):
@@ -34,8 +34,10 @@ def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(t
             tokens = int(length) * CLIP_TOKENS
             assert cell["n"] == 2 and cell["video_tokens"] == tokens and cell["fallbacks"] == 0
             assert cell["tower_ms"] > 0 and cell["selection_peak_mib"] is not None
-            if arm in ("sharp", "sharp-local", "fastv"):  # a scoring pass ran
+            if arm in ("sharp", "sharp-local", "sharp-block-causal", "fastv"):  # a scoring pass ran
                 assert cell["selection_ms"] > 0
+            # Paired with the oracle over the same two needles.
+            assert arm == "oracle" or cell["vs_oracle"]["n"] == 2
         long = results[arm]["8"]
         # Only the kept tokens are in the prompt: every arm keeps the same count.
         assert long["prompt_tokens"] < CONTEXT
@@ -49,3 +51,6 @@ def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(t
     rows = [r for r in report["rows"] if r["arm"] == "oracle"]
     assert rows and all(r["needle_recall"] == 1.0 for r in rows)  # handed the needle: only plumbing can miss
     assert {r["depth"] for r in report["rows"] if r["length"] == 8} == {0.0, 0.5}  # needles placed apart
+    assert {(r["arm"], r["needle"]) for r in report["rows"] if r["length"] == 8} == {
+        (arm, needle) for arm in PRUNED for needle in (0, 1)
+    }  # per-needle outcomes, every arm on every needle

@@ -284,17 +284,27 @@ def markdown(report: dict) -> str:
         "| arm | " + " | ".join(f"{n} clips ({int(n) * VIDEO_TOKENS} tokens)" for n in lengths) + " |",
         "|---|" + "---|" * len(lengths),
     ]
-    for arm, by_length in results.items():
-        cells = []
-        for n in lengths:
-            cell = by_length.get(n)
-            if cell is None:
-                cells.append("does not fit" if arm == "none" else "")
-                continue
-            recall = cell["needle_recall"]
-            accuracy = f"{cell['accuracy']:.2f} ± {cell['accuracy_se']:.2f}"
-            cells.append(accuracy + (f" ({recall:.2f})" if recall is not None else ""))
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+
+    def accuracy(arm: str, cell: dict | None) -> str:
+        if cell is None:
+            return "does not fit" if arm == "none" else ""
+        recall = cell["needle_recall"]
+        text = f"{cell['accuracy']:.2f} ± {cell['accuracy_se']:.2f}"
+        return text + (f" ({recall:.2f})" if recall is not None else "")
+
+    def against_the_oracle(arm: str, cell: dict | None) -> str:
+        paired = (cell or {}).get("vs_oracle")
+        return f"{paired['difference']:+.2f} ± {paired['se']:.2f}" if paired else ""
+
+    def rows(cell_text, skip: tuple[str, ...] = ()) -> list[str]:
+        """One row per arm, one cell per length."""
+        return [
+            f"| {arm} | " + " | ".join(cell_text(arm, by_length.get(n)) for n in lengths) + " |"
+            for arm, by_length in results.items()
+            if arm not in skip
+        ]
+
+    lines += rows(accuracy)
     lines += [
         "",
         "Chance is 0.2 (five colours). Recall: the share of the needle's token the selection kept, "
@@ -305,14 +315,7 @@ def markdown(report: dict) -> str:
         "| arm | " + " | ".join(f"{n} clips" for n in lengths) + " |",
         "|---|" + "---|" * len(lengths),
     ]
-    for arm, by_length in results.items():
-        if arm == "oracle":
-            continue
-        cells = []
-        for n in lengths:
-            paired = (by_length.get(n) or {}).get("vs_oracle")
-            cells.append(f"{paired['difference']:+.2f} ± {paired['se']:.2f}" if paired else "")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += rows(against_the_oracle, skip=("oracle",))
     lines += [
         "",
         "## Time and memory per stage (medians)",

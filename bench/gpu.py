@@ -267,9 +267,7 @@ def main() -> int:
     if reason := budget.check("the decode stage", DECODE_ESTIMATE_S):
         print(f"decode: not run: {reason}", file=sys.stderr)
     else:
-        decode_stage(
-            args.out, tiny=args.tiny, rounds=max(args.rounds, 5), has_cuda=device()["kind"] == "cuda"
-        )
+        decode_stage(args.out, tiny=args.tiny, rounds=max(args.rounds, 5))
     return 0
 
 

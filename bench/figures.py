@@ -193,9 +193,9 @@ def recovery() -> str:
         f"{len(faults['kills_s'])} times; /health answered 200 again after {recovered}. "
         f"{faults['requests_lost_in_flight_at_a_kill']} requests in flight at a kill failed (each with an "
         f"error), {faults['requests_lost_otherwise']} otherwise; {faults['retried_after_503']} succeeded "
-        f"after retrying a 503; {faults['tricklers']['cut_off']} slow clients were cut off, none outlived "
-        f"its deadline; files left behind: {sum(report['left_behind'].values())}.\n\n"
-        + source_line("soak_faults")
+        f"after retrying a 503; {faults['tricklers']['cut_off']} slow clients were cut off and "
+        f"{faults['tricklers']['outlived_the_deadline']} outlived its deadline; files left behind: "
+        f"{sum(report['left_behind'].values())}.\n\n" + source_line("soak_faults")
     )
 
 

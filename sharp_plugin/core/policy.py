@@ -14,6 +14,7 @@ from .budget import kept_count
 from .calibration import calibrate, mean_prior_embeddings
 from .dedup import deduplicated_top_k
 from .masks import SegmentMask
+from .segment_budget import top_k_per_segment
 from .selection import in_original_order, oracle_indices, random_indices, uniform_indices
 from .settings import SharpSettings
 
@@ -47,6 +48,7 @@ def select_tokens(
     visual: torch.Tensor,  # [N, D] visual embeddings of one video
     scoring_pass: ScoringPass | None = None,
     black_prior: BlackPrior | None = None,
+    token_groups: torch.Tensor | None = None,  # [N] long: each token's temporal group
 ) -> Selection:
     s = settings.effective()
     n = visual.shape[0]
@@ -74,5 +76,11 @@ def select_tokens(
         prior = black_prior(mask)
     result = scoring_pass(visual, mask)
     scores = result.scores if prior is None else calibrate(result.scores, prior, s.calibration, s.lam)
-    chosen = deduplicated_top_k(scores, result.hidden, k, s.dedup_threshold)
+    if s.budget_spread == "segments" and s.segment_frames > 0:
+        if token_groups is None:
+            raise ValueError("budget_spread 'segments' needs each token's temporal group")
+        segments = token_groups // s.segment_frames
+        chosen = top_k_per_segment(scores, result.hidden, segments, k, s.dedup_threshold)
+    else:
+        chosen = deduplicated_top_k(scores, result.hidden, k, s.dedup_threshold)
     return Selection(in_original_order(chosen.cpu()), n, scored=True)

@@ -43,6 +43,7 @@ SegmentMaskKind = Literal["block_causal", "local", "auto"]
 LOCAL_MASK_FROM_TOKENS = 16384
 PriorQuery = Literal["generic", "question"]
 Calibration = Literal["subtract", "divide"]
+BudgetSpread = Literal["global", "segments"]
 
 # Methods that need the scoring pass (the model's own first K decoder layers).
 SCORING_METHODS: frozenset[str] = frozenset({"sharp", "fastv"})
@@ -99,6 +100,9 @@ class SharpSettings(BaseModel):
     prior_query: PriorQuery = "generic"
     calibration: Calibration = "subtract"
     lam: float = Field(1.0, ge=0.0, le=MAX_LAM, allow_inf_nan=False)
+    # How the budget is spread (sharp_plugin/core/segment_budget.py): `global`, one top-k
+    # over the video; `segments`, each segment keeps its share of it, by score within it.
+    budget_spread: BudgetSpread = "global"
     # Cosine similarity at or above which a token counts as a duplicate; 1.0 turns dedup off.
     dedup_threshold: float = Field(0.9, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: int = Field(0, ge=0, le=MAX_SEED)

@@ -69,6 +69,13 @@ class VideoPlan:
     def mask(self, settings: SharpSettings) -> SegmentMask:
         return settings.effective().segment_mask_for(self.visual.shape[0])
 
+    def token_groups(self) -> torch.Tensor | None:
+        """The temporal group of each of `visual`'s rows (None before a layout exists)."""
+        if self.layout is None:
+            return None
+        indices = torch.arange(self.visual.shape[0]) if self.present is None else self.present.cpu()
+        return indices // self.layout.tokens_per_group
+
 
 @dataclass(frozen=True)
 class _Prescored:
@@ -242,7 +249,9 @@ class VideoSelector:
             def black_prior(mask: SegmentMask) -> torch.Tensor:
                 return self.model.sharp_prior.scores(plan, settings, mask, scoring_pass)
 
-        return select_tokens(settings, plan.visual, scoring_pass, black_prior)
+        return select_tokens(
+            settings, plan.visual, scoring_pass, black_prior, token_groups=plan.token_groups()
+        )
 
     def _report(
         self, plan: VideoPlan, kept: torch.Tensor, scored: bool, scoring_ms, fallback, vision_cached

@@ -42,6 +42,7 @@ def valid_settings(draw, num_tokens: int) -> dict:
         "calibration": draw(st.sampled_from(["subtract", "divide"])),
         "lam": draw(st.floats(0.0, bounds.MAX_LAM)),
         "dedup_threshold": draw(unit_float),
+        "budget_spread": draw(st.sampled_from(["global", "segments"])),
         "seed": draw(st.integers(0, bounds.MAX_SEED)),
     }
     if method == "oracle":
@@ -61,7 +62,8 @@ def test_any_valid_settings_and_any_n_give_exactly_k_sorted_unique_indices(data,
     visual = torch.nn.functional.one_hot(levels, DIM).float() + levels[:, None] / 10
     scorer = ContentScorer()
     scorer.num_tokens = num_tokens
-    selection = select_tokens(parsed, visual, scorer, scorer.black_prior)
+    groups = torch.arange(num_tokens) // data.draw(st.integers(1, 40))  # tokens per temporal group
+    selection = select_tokens(parsed, visual, scorer, scorer.black_prior, token_groups=groups)
     kept = selection.kept.tolist()
     expected = kept_count(parsed.retention, num_tokens) if parsed.prunes else num_tokens
     assert len(kept) == expected
@@ -89,6 +91,7 @@ INVALID = {
     ),
     "debias": st.sampled_from(["white", 0, None]),
     "calibration": st.sampled_from(["multiply", None]),
+    "budget_spread": st.sampled_from(["even", "", 0, None]),
     "lam": st.one_of(
         st.floats(max_value=0.0, exclude_max=True),
         st.floats(min_value=bounds.MAX_LAM, exclude_min=True),

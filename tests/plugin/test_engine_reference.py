@@ -41,6 +41,12 @@ SETTINGS = {
         "method": "sharp", "retention": 0.5, "prune_layer": 3, "segment_frames": 0,
         "debias": "off", "dedup_threshold": 0.5,
     },
+    # Each segment keeps its share of the budget: the engine must give every token its
+    # temporal group as the reference does.
+    "sharp, budget spread over segments": {
+        "method": "sharp", "retention": 0.25, "prune_layer": 2, "segment_frames": 2,
+        "budget_spread": "segments", "debias": "black",
+    },
     # The segment-local mask: the engine's pass computes each row over the prefix and
     # its own segment only, in row blocks; the reference runs HF's forward over the
     # whole sequence with the full [L, L] mask.
@@ -101,7 +107,15 @@ def _kept_outside(reference, prompt, frames, metadata, settings) -> tuple[list[i
         generic = GENERIC_SYSTEM + chat_prompt("<video>", "What happens in this video?")
         prior_prefix, prior_suffix, *_ = reference.prepare(generic, frames, metadata["fps"])
         prior_scorer = reference.scoring_pass(prior_prefix, prior_suffix, grid, t_scale, parsed.prune_layer)
-    outside = select_tokens(parsed, visual, scorer, lambda groups: prior_scorer(black_visual, groups).scores)
+    _, height, width = token_grid(grid)
+    token_groups = torch.arange(visual.shape[0]) // (height * width)
+    outside = select_tokens(
+        parsed,
+        visual,
+        scorer,
+        lambda groups: prior_scorer(black_visual, groups).scores,
+        token_groups=token_groups,
+    )
     return outside.kept.tolist(), grid
 
 

@@ -306,7 +306,12 @@ def main(argv: list[str] | None = None) -> None:
         emit({"event": "exported", "to": args.export})
 
 
-def export(model, tokenizer, out: Path, args: argparse.Namespace, wall_s: float) -> None:
+def export(
+    model, tokenizer, out: Path, args: argparse.Namespace, wall_s: float,
+    module: str = "proxy_videoqa.train", version: str = VERSION,
+) -> None:  # fmt: skip
+    """The model as vLLM loads it, and `training.json`: the phase's version and its exact
+    command (`python -m {module}` with every argument it ran with)."""
     save_checkpoint(
         model, tokenizer, out, min_pixels=FRAME_PIXELS // 4, max_pixels=FRAME_PIXELS,
         architecture=SHARP_ARCHITECTURE,
@@ -320,8 +325,8 @@ def export(model, tokenizer, out: Path, args: argparse.Namespace, wall_s: float)
             options.append(f"{flag} {' '.join(value)}")
         elif value not in (None, False):
             options.append(f"{flag} {value}")
-    command = "python -m proxy_videoqa.train " + " ".join(options)
-    training = {"version": VERSION, "command": command, "steps": args.steps, "wall_s": round(wall_s)}
+    command = f"python -m {module} " + " ".join(options)
+    training = {"version": version, "command": command, "steps": args.steps, "wall_s": round(wall_s)}
     (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
 
 

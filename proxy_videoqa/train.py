@@ -194,6 +194,25 @@ def held_out_accuracy(model, tokenizer, clips: list[Clip], batch_size: int = 32)
     return {key: round(float(np.mean(v)), 4) for key, v in sorted(hits.items())}
 
 
+def adamw(decay: list, no_decay: list, lr: float) -> torch.optim.AdamW:
+    """Every phase's optimizer: weight decay 0.05 on matrices, none on the rest."""
+    groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+
+
+def json_log(path: Path):
+    """A function that prints a record and appends it to the JSON-lines log at `path`."""
+    log = path.open("a")
+
+    def emit(record: dict) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        log.write(line + "\n")
+        log.flush()
+
+    return emit
+
+
 def _save_state(path: Path, **state) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -243,14 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     heads = AuxHeads(SIZE.text_hidden)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": 0.05},
-            {"params": no_decay + list(heads.parameters()), "weight_decay": 0.0},
-        ],
-        lr=args.lr,
-        betas=(0.9, 0.98),
-    )
+    optimizer = adamw(decay, no_decay + list(heads.parameters()), args.lr)
     state_path = work / "state.pt"
     step, wall = 0, 0.0
     if state_path.exists():
@@ -264,13 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         model.load_state_dict(state["model"])
         heads.load_state_dict(state["heads"], strict=False)  # heads added later start fresh
     held_out = list(held_out_clips(args.eval_per_split))
-    log = (work / "log.jsonl").open("a")
-
-    def emit(record: dict) -> None:
-        line = json.dumps(record)
-        print(line, flush=True)
-        log.write(line + "\n")
-        log.flush()
+    emit = json_log(work / "log.jsonl")
 
     n_params = sum(p.numel() for p in model.parameters())
     emit({"event": "start", "step": step, "params_M": round(n_params / 1e6, 3), "args": vars(args)})

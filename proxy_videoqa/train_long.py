@@ -22,7 +22,6 @@ never supervised.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from .long_videos import (
     video_positions,
 )
 from .tokenizer import VIDEO_PAD
-from .train import _save_state, export, learning_rate, proxy_tokenizer
+from .train import _save_state, adamw, export, json_log, learning_rate, proxy_tokenizer
 
 VERSION = "3-long"
 TRAIN_POOL_SEED = 300_000_000  # beyond the short phases' seeds, below the held-out ones
@@ -240,15 +239,7 @@ def main(argv: list[str] | None = None) -> None:
             pools[name].encode(model)
             torch.save(pools[name].features, cache)
     trained = [p for n, p in model.named_parameters() if not n.startswith("model.visual")]
-    decay = [p for p in trained if p.ndim >= 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": 0.05},
-            {"params": [p for p in trained if p.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=args.lr,
-        betas=(0.9, 0.98),
-    )
+    optimizer = adamw([p for p in trained if p.ndim >= 2], [p for p in trained if p.ndim < 2], args.lr)
     state_path = work / "state.pt"
     step, wall = 0, 0.0
     if state_path.exists():
@@ -257,13 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(state["optimizer"])
         step, wall = state["step"], state["wall"]
     held_out = eval_examples(pools["eval"], args.eval_per_cell)
-    log = (work / "log.jsonl").open("a")
-
-    def emit(record: dict) -> None:
-        line = json.dumps(record)
-        print(line, flush=True)
-        log.write(line + "\n")
-        log.flush()
+    emit = json_log(work / "log.jsonl")
 
     emit({"event": "start", "step": step, "args": vars(args)})
     if step == 0:

@@ -3,23 +3,29 @@ answer accuracy, and the vision tower's and the selection's time and peak memory
 the video's length, for sharp, fastv, uniform, vLLM's EVS and an oracle.
 
     python -m bench.long_video            # 1 to 64 clips (128 to 8,192 video tokens), 50 needles
-    python -m bench.long_video --small    # CI: 1 and 8 clips, 2 needles
+    python -m bench.long_video --small    # CI: 1 and 8 clips, 2 needles a question
 
 A PROXY, NOT A REAL LONG-VIDEO BENCHMARK. The model is the 2 M-parameter Qwen2.5-VL
-trained here on 8-second synthetic clips (proxy_videoqa); it never saw a video longer
-than one clip. A long video is L clips played one after another at the clips' own 2 fps:
-L - 1 haystack clips (shapes of every kind but the needle's, so the haystack is full of
-plausible distractors) and one held-out `query` clip, the needle, at a known depth
-(start, middle, end). The question is the needle clip's own ("What colour is the
-triangle?"), answerable from one video token of the 128 L.
+trained here on 8-second synthetic clips and then fine-tuned on kept tokens spread over up
+to 64 clips (models/sharp-proxy-qwen25vl-long: its card has the recipe and the checks
+that it reads such tokens). A long video is L clips played one after another at the
+clips' own 2 fps: haystack clips (shapes of every kind but the asked one, so the haystack
+is full of plausible distractors) and held-out `query` clips showing the asked shape, the
+needles. Questions, each answered by one token:
+- `colour`: one needle clip at a known depth (start, middle, end); "What colour is the
+  triangle?", answerable from one video token of the 128 L;
+- `first`: two needle clips in two colours; "What colour is the first triangle?";
+- `count`: one to three needle clips; "How many times does the triangle appear?".
 
 The engine has a 1,024-token context and every method keeps the same share of the video
 (--retention, 0.1), so from 16 clips on the unpruned video is longer than the context
 and only the kept tokens are served. `none` (unpruned) runs where it fits. Arms:
 - the presets `sharp` (its mask is `auto`: block-causal below 16k tokens), `sharp-local`
-  (the segment-local mask), `sharp-block-causal` (block-causal at every length), `fastv`
+  (the segment-local mask), `sharp-block-causal` (block-causal at every length),
+  `sharp-segments` (each segment keeps its share of the budget), `fastv`
   and `uniform`, on the ShaRP engine;
-- `oracle`: keeps the needle's token first, then uniform (the ceiling of any selection);
+- `oracle`: keeps the tokens the answer depends on first, then uniform (the ceiling of any
+  selection);
 - `evs`: vLLM's EVS on the stock architecture at the matched rate (engine-wide
   `video_pruning_rate`; it gives no report, so no recall).
 
@@ -66,18 +72,22 @@ from bench.common.engines import (
 )
 from bench.common.results import REPO, add_output_arguments, output_dir, write_report
 from bench.common.stats import binomial_se, paired_difference
-from bench.quality import DEFAULT_MODEL, PRESETS
+from bench.quality import PRESETS
 from proxy_videoqa.batches import chat_prompt
 from proxy_videoqa.clips import Clip, make_clip
 from proxy_videoqa.geometry import FPS, VIDEO_TOKENS
 from proxy_videoqa.held_out import HELD_OUT_SEED
+from proxy_videoqa.long_videos import KINDS, question
 
 ROOT = REPO
-SOURCES = ["sharp_plugin", "models/sharp-proxy-qwen25vl", "proxy_videoqa", "bench/long_video.py"]
+SOURCES = ["sharp_plugin", "models/sharp-proxy-qwen25vl-long", "proxy_videoqa", "bench/long_video.py"]
+# The long-video proxy: the shipped proxy fine-tuned on kept tokens spread over up to 64
+# clips (its card says how); the short benches keep the shipped one.
+LONG_MODEL = REPO / "models" / "sharp-proxy-qwen25vl-long"
 CONTEXT = 1024
 LENGTHS = (1, 4, 16, 64)  # clips: 128 to 8,192 video tokens (8x the context)
 DEPTHS = (0.0, 0.5, 1.0)  # where the needle clip sits, as a share of the video
-SHARP_ARMS = ("sharp", "sharp-local", "sharp-block-causal", "fastv", "uniform", "oracle")
+SHARP_ARMS = ("sharp", "sharp-local", "sharp-block-causal", "sharp-segments", "fastv", "uniform", "oracle")
 ALL_ARMS = ("none", *SHARP_ARMS, "evs")
 HAYSTACK_SEED = 2 * HELD_OUT_SEED  # a seed range neither training nor the held-out set draws from
 
@@ -109,14 +119,32 @@ def needle_shape(clip: Clip) -> str:
 
 
 class Case:
-    """One long video: the needle clip at `position` among `length` clips."""
+    """One long video of `length` clips and its question. The `colour` question's needle
+    clip sits at `depth`; the `first` and `count` questions' needle clips (2, and 1-3:
+    the same shape in other colours) sit at places drawn from the case's own seed."""
 
-    def __init__(self, needle: Clip, length: int, depth: float, haystack: Haystack, index: int):
-        self.needle, self.length, self.depth, self.index = needle, length, depth, index
-        self.position = round(depth * (length - 1))
-        others = haystack.clips(needle_shape(needle), length - 1, offset=index * 7)
-        self.clips = [*others[: self.position], needle, *others[self.position :]]
-        self.needle_tokens = [self.position * VIDEO_TOKENS + t for t in needle.needle_tokens]
+    def __init__(
+        self, kind: str, needles: list[Clip], length: int, depth: float, haystack: Haystack, index: int
+    ):
+        self.kind, self.needle, self.length, self.index = kind, needles[0], length, index
+        shape = needle_shape(needles[0])
+        if kind == "colour":
+            places = [round(depth * (length - 1))]
+        else:
+            rng = np.random.default_rng([HAYSTACK_SEED, length, index, KINDS.index(kind)])
+            places = sorted(rng.choice(length, size=len(needles), replace=False).tolist())
+        self.depth = depth if kind == "colour" else places[0] / max(1, length - 1)
+        others = iter(haystack.clips(shape, length - len(needles), offset=index * 7))
+        self.clips = [needles[places.index(p)] if p in places else next(others) for p in range(length)]
+        self.needle_tokens = [
+            place * VIDEO_TOKENS + obj.token
+            for place, clip in enumerate(self.clips)
+            for obj in clip.objects
+            if obj.shape == shape
+        ]
+        self.question = question(kind, shape)
+        first = self.clips[places[0]]
+        self.answer = {"colour": first.answer, "first": first.answer, "count": str(len(needles))}[kind]
 
     @property
     def video_tokens(self) -> int:
@@ -134,13 +162,36 @@ def needles(count: int) -> Iterator[Clip]:
         yield make_clip(HELD_OUT_SEED + i, "query", "standard")
 
 
-def cases(lengths, needles_per_length: int, depths) -> list[Case]:
-    haystack = Haystack()
+class MoreNeedles:
+    """Further held-out `query` clips by target shape, for the questions that show the
+    shape more than once (drawn past the first needles' seeds, in a fixed order)."""
+
+    def __init__(self, first_seed: int):
+        self._by_shape: dict[str, list[Clip]] = defaultdict(list)
+        self._next_seed = first_seed
+
+    def like(self, needle: Clip, count: int, offset: int) -> list[Clip]:
+        """`count` clips whose target is the needle's shape in another colour than the needle's."""
+        shape = needle_shape(needle)
+        found = [c for c in self._by_shape[shape] if c.answer != needle.answer]
+        while len(found) < offset + count:
+            clip = make_clip(self._next_seed, "query", "standard")
+            self._next_seed += 1
+            self._by_shape[needle_shape(clip)].append(clip)
+            if needle_shape(clip) == shape and clip.answer != needle.answer:
+                found.append(clip)
+        return found[offset : offset + count]
+
+
+def cases(lengths, needles_per_length: int, depths, kind: str = "colour") -> list[Case]:
+    haystack, more = Haystack(), MoreNeedles(HELD_OUT_SEED + 100_000)
     out = []
     for length in lengths:
         for index, needle in enumerate(needles(needles_per_length)):
             depth = depths[index % len(depths)] if length > 1 else 0.0
-            out.append(Case(needle, length, depth, haystack, index))
+            extra = {"colour": 0, "first": 1, "count": index % 3}[kind]
+            group = [needle, *more.like(needle, extra, offset=index)]
+            out.append(Case(kind, group, length, depth, haystack, index))
     return out
 
 
@@ -185,7 +236,7 @@ def run_case(llm, processor: ProcessorProbe, arm: str, retention: float, case: C
 
     tokenizer = llm.get_tokenizer()
     request = {
-        "prompt": chat_prompt(tokenizer, case.needle.question),
+        "prompt": chat_prompt(tokenizer, case.question),
         "multi_modal_data": {"video": case.video_input()},
     }
     report_id = tag(request, settings_for(arm, retention, case))
@@ -199,11 +250,12 @@ def run_case(llm, processor: ProcessorProbe, arm: str, retention: float, case: C
     answer = tokenizer.decode(output.outputs[0].token_ids).strip()
     row = {
         "arm": arm,
+        "kind": case.kind,
         "length": case.length,
         "needle": case.index,
         "depth": case.depth,
         "video_tokens": case.video_tokens,
-        "correct": answer == case.needle.answer,
+        "correct": answer == case.answer,
         "prompt_tokens": len(output.prompt_token_ids),
         "request_s": seconds,
         "processor_ms": processor_ms,
@@ -266,24 +318,16 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def markdown(report: dict) -> str:
-    lengths = [str(n) for n in report["lengths"]]
-    results = report["results"]
-    lines = [
-        "# A needle in a long video (proxy, V-NIAH style)",
-        "",
-        "A proxy, not a real long-video benchmark: the 2 M-parameter model trained on 8 s synthetic "
-        "clips, shown L clips in a row (L - 1 haystack clips with every shape but the needle's, and "
-        f"the needle clip at the start, middle or end). Context {report['context']} tokens; every "
-        f"method keeps {report['retention']} of the video; `none` runs only where the unpruned video "
-        f"fits. {report['needles']} needles per length, model `{report['model']}`, vLLM "
-        f"{report['provenance']['vllm']}, {report['provenance']['machine']}.",
-        "",
-        "## Accuracy ± its SE (needle recall)",
-        "",
-        "| arm | " + " | ".join(f"{n} clips ({int(n) * VIDEO_TOKENS} tokens)" for n in lengths) + " |",
-        "|---|" + "---|" * len(lengths),
-    ]
+KIND_TITLES = {
+    "colour": "the needle's colour (one appearance)",
+    "first": "the colour of the first of two appearances (order)",
+    "count": "how many times the shape appears, 1-3 (every appearance must be kept)",
+}
+CHANCE = {"colour": "0.2 (five colours)", "first": "0.5 (two colours shown)", "count": "1/3 (1-3)"}
+
+
+def question_tables(kind: str, by_arm: dict, lengths: list[str]) -> list[str]:
+    """Accuracy ± SE (recall) per arm and length, then the paired gap to the oracle."""
 
     def accuracy(arm: str, cell: dict | None) -> str:
         if cell is None:
@@ -299,26 +343,50 @@ def markdown(report: dict) -> str:
     def rows(cell_text, skip: tuple[str, ...] = ()) -> list[str]:
         """One row per arm, one cell per length."""
         return [
-            f"| {arm} | " + " | ".join(cell_text(arm, by_length.get(n)) for n in lengths) + " |"
-            for arm, by_length in results.items()
+            f"| {arm} | " + " | ".join(cell_text(arm, cells.get(n)) for n in lengths) + " |"
+            for arm, cells in by_arm.items()
             if arm not in skip
         ]
 
-    lines += rows(accuracy)
-    lines += [
+    lines = [
+        f"## Accuracy ± its SE (recall): {KIND_TITLES[kind]}",
         "",
-        "Chance is 0.2 (five colours). Recall: the share of the needle's token the selection kept, "
-        "from the per-request report (EVS gives none).",
+        "| arm | " + " | ".join(f"{n} clips ({int(n) * VIDEO_TOKENS} tokens)" for n in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+        *rows(accuracy),
         "",
-        "## Against the oracle (paired over the same needles: accuracy difference ± its SE)",
+        f"Chance is {CHANCE[kind]}. Recall: the share of the tokens the answer depends on that the "
+        "selection kept, from the per-request report (EVS gives none).",
+        "",
+        f"### Against the oracle: {kind} (paired over the same videos: accuracy difference ± its SE)",
         "",
         "| arm | " + " | ".join(f"{n} clips" for n in lengths) + " |",
         "|---|" + "---|" * len(lengths),
-    ]
-    lines += rows(against_the_oracle, skip=("oracle",))
-    lines += [
+        *rows(against_the_oracle, skip=("oracle",)),
         "",
-        "## Time and memory per stage (medians)",
+    ]
+    return lines
+
+
+def markdown(report: dict) -> str:
+    lengths = [str(n) for n in report["lengths"]]
+    results = report["results"]
+    lines = [
+        "# A needle in a long video (proxy, V-NIAH style)",
+        "",
+        "A proxy, not a real long-video benchmark: a 2 M-parameter model trained here on synthetic "
+        "clips, shown L clips in a row (haystack clips with every shape but the asked one's, and "
+        "the needle clips). Context "
+        f"{report['context']} tokens; every method keeps {report['retention']} of the video; `none` "
+        f"runs only where the unpruned video fits. {report['needles']} videos per cell, model "
+        f"`{report['model']}`, vLLM {report['provenance']['vllm']}, {report['provenance']['machine']}.",
+        "",
+    ]
+    lines += question_tables("colour", results, lengths)
+    for kind, by_arm in report.get("kinds", {}).items():
+        lines += question_tables(kind, by_arm, [str(n) for n in report["kind_lengths"]])
+    lines += [
+        "## Time and memory per stage (medians, the colour question)",
         "",
         "Tower: the vision tower (EVS: with its pruning). Selection: ShaRP's scoring pass, black "
         "prior, dedup and top-k. Peak: the worker's peak RSS during the stage above its RSS before "
@@ -382,19 +450,25 @@ def plot(report: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=LONG_MODEL)
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="clips per video")
-    parser.add_argument("--needles", type=int, default=50, help="needles (videos) per length")
+    parser.add_argument("--needles", type=int, default=50, help="videos per length and question")
     parser.add_argument("--retention", type=float, default=0.1)
     parser.add_argument("--arms", nargs="+", default=ALL_ARMS, choices=ALL_ARMS)
+    parser.add_argument("--kinds", nargs="*", default=["first", "count"], choices=KINDS[1:],
+                        help="questions asked besides the needle's colour")  # fmt: skip
+    parser.add_argument("--kind-lengths", type=int, nargs="+", default=[16, 64],
+                        help="clips per video for those questions")  # fmt: skip
     parser.add_argument("--name", default="long_video")
-    add_output_arguments(parser)  # --small: 1 and 8 clips, 2 needles, no EVS
+    add_output_arguments(parser)  # --small: 1 and 8 clips, 2 needles (those questions at 8), no EVS
     args = parser.parse_args()
     if args.small:
-        args.lengths, args.needles = [1, 8], 2
+        args.lengths, args.needles, args.kind_lengths = [1, 8], 2, [8]
         args.arms = [arm for arm in args.arms if arm != "evs"]
 
     todo = cases(args.lengths, args.needles, DEPTHS)
+    for kind in args.kinds:
+        todo += cases(args.kind_lengths, args.needles, DEPTHS, kind)
     rows: list[dict] = []
     processor = ProcessorProbe()
     sharp_arms = [arm for arm in args.arms if arm != "evs"]
@@ -405,7 +479,10 @@ def main() -> None:
             for arm in sharp_arms:
                 if fits(arm, case, args.retention):
                     rows.append(run_case(llm, processor, arm, args.retention, case))
-            print(f"{case.length:>3} clips, depth {case.depth}: {len(rows)} requests done", flush=True)
+            print(
+                f"{case.kind} {case.length:>3} clips, depth {case.depth:.2f}: {len(rows)} requests",
+                flush=True,
+            )
         shutdown(llm)
     if "evs" in args.arms:
         llm = make_engine(args.model, evs_retention=args.retention)
@@ -421,7 +498,9 @@ def main() -> None:
         "lengths": args.lengths,
         "needles": args.needles,
         "depths": list(DEPTHS),
-        "results": summarise(rows),
+        "results": summarise([r for r in rows if r["kind"] == "colour"]),
+        "kind_lengths": args.kind_lengths,
+        "kinds": {kind: summarise([r for r in rows if r["kind"] == kind]) for kind in args.kinds},
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -44,8 +44,8 @@ DEFAULT_MODEL = ROOT / "models" / "sharp-proxy-qwen25vl"
 SOURCES = ["sharp_plugin", "models/sharp-proxy-qwen25vl", "proxy_videoqa", "bench/quality.py"]
 PRESETS = yaml.safe_load((ROOT / "configs" / "pruning-presets.yaml").read_text())
 SHARP_METHODS = [
-    "sharp", "sharp-local", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias", "sharp-no-dedup",
-    "fastv", "uniform", "random", "oracle",
+    "sharp", "sharp-local", "sharp-segments", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias",
+    "sharp-no-dedup", "fastv", "uniform", "random", "oracle",
 ]  # fmt: skip
 ALL_METHODS = ["none", *SHARP_METHODS, "evs"]
 RETENTIONS = [1.0, 0.5, 0.25, 0.1, 0.05]

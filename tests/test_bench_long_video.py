@@ -1,9 +1,10 @@
 """CI mode of bench/long_video.py: the needle bench end to end on the real engine (1 and
-8 clips, 2 needles, no EVS). At 8 clips the unpruned video (1,024 tokens) no longer fits
-the 1,024-token context: only the pruned arms run, and each prompt holds its kept
-tokens. The bench's own measurements are checked for what must hold whatever the
-machine: the oracle's recall, the kept counts, stages measured for every request, and
-the pixels handed over growing with the video."""
+8 clips, 2 needles, the order and count questions at 8 clips, no EVS). At 8 clips the
+unpruned video (1,024 tokens) no longer fits the 1,024-token context: only the pruned
+arms run, and each prompt holds its kept tokens. The bench's own measurements are
+checked for what must hold whatever the machine: the oracle's recall, the kept counts,
+stages measured for every request, and the pixels handed over growing with the video;
+and the long-video proxy's answers through vLLM on the tokens the oracle keeps."""
 
 import json
 
@@ -16,7 +17,7 @@ from .conftest import run_small_bench
 pytestmark = pytest.mark.engine
 
 CONTEXT, CLIP_TOKENS = 1024, 128
-PRUNED = ["sharp", "sharp-local", "sharp-block-causal", "fastv", "uniform", "oracle"]
+PRUNED = ["sharp", "sharp-local", "sharp-block-causal", "sharp-segments", "fastv", "uniform", "oracle"]
 
 
 def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(tmp_path):
@@ -34,7 +35,13 @@ def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(t
             tokens = int(length) * CLIP_TOKENS
             assert cell["n"] == 2 and cell["video_tokens"] == tokens and cell["fallbacks"] == 0
             assert cell["tower_ms"] > 0 and cell["selection_peak_mib"] is not None
-            if arm in ("sharp", "sharp-local", "sharp-block-causal", "fastv"):  # a scoring pass ran
+            if arm in (
+                "sharp",
+                "sharp-local",
+                "sharp-block-causal",
+                "sharp-segments",
+                "fastv",
+            ):  # a scoring pass ran
                 assert cell["selection_ms"] > 0
             # Paired with the oracle over the same two needles.
             assert arm == "oracle" or cell["vs_oracle"]["n"] == 2
@@ -50,7 +57,18 @@ def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(t
         assert handed[8] == pytest.approx(8 * handed[1], rel=0.02)
     rows = [r for r in report["rows"] if r["arm"] == "oracle"]
     assert rows and all(r["needle_recall"] == 1.0 for r in rows)  # handed the needle: only plumbing can miss
-    assert {r["depth"] for r in report["rows"] if r["length"] == 8} == {0.0, 0.5}  # needles placed apart
-    assert {(r["arm"], r["needle"]) for r in report["rows"] if r["length"] == 8} == {
+    colour = [r for r in report["rows"] if r["kind"] == "colour"]
+    assert {r["depth"] for r in colour if r["length"] == 8} == {0.0, 0.5}  # needles placed apart
+    assert {(r["arm"], r["needle"]) for r in colour if r["length"] == 8} == {
         (arm, needle) for arm in PRUNED for needle in (0, 1)
     }  # per-needle outcomes, every arm on every needle
+    # The long-video proxy reads the kept tokens at their places: handed the needle, it
+    # answers each of these held-out videos right (fixed videos: no chance involved).
+    for row in report["rows"]:
+        if row["arm"] == "oracle" or (row["arm"] == "none" and row["kind"] == "colour"):
+            assert row["correct"], row
+    for kind in ("first", "count"):
+        cells = report["kinds"][kind]
+        assert sorted(cells) == sorted(PRUNED), "the unpruned 8-clip video does not fit"
+        assert all(cells[arm]["8"]["n"] == 2 for arm in PRUNED)
+        assert cells["oracle"]["8"]["needle_recall"] == 1.0

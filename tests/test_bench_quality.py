@@ -19,8 +19,9 @@ def test_small_quality_run_covers_every_method_at_a_matched_budget(tmp_path):
     assert "proxy" in (tmp_path / "quality.md").read_text().lower()
 
     results = report["results"]
-    methods = ["none", "sharp", "sharp-local", "sharp-question-prior", "sharp-no-masking", "sharp-no-debias",
-               "sharp-no-dedup", "fastv", "uniform", "random", "oracle", "evs"]  # fmt: skip
+    methods = ["none", "sharp", "sharp-local", "sharp-segments", "sharp-question-prior", "sharp-no-masking",
+               "sharp-no-debias", "sharp-no-dedup", "fastv", "uniform", "random", "oracle",
+               "evs"]  # fmt: skip
     assert sorted(results) == sorted(methods)
     unpruned = results["none"]["1.0"]["all"]
     assert unpruned["n"] == 16 and unpruned["needle_recall"] == 1.0

@@ -64,8 +64,8 @@ def _embed_profiling_dummy(worker):
     calls = []
     original = model.select_tokens
 
-    def spy(settings, visual, *args):
-        selection = original(settings, visual, *args)
+    def spy(settings, visual, *args, **kwargs):
+        selection = original(settings, visual, *args, **kwargs)
         calls.append((settings.method, visual.shape[0], selection.kept.numel()))
         return selection
 

@@ -5,11 +5,18 @@ FROM vllm/vllm-openai:v0.32.0
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
+# FFmpeg's shared libraries, which torchcodec loads (`media.decoder: torchcodec`, on the CPU
+# or on NVDEC with `media.decode_device: cuda`); the distribution's own build, so unpinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
+
 # What the plugin and server add, pinned; `--no-deps` for the project itself, so that
 # pip can never replace the image's vLLM or torch.
 # uvicorn at the minor server/connections.py was written against (its httptools protocol).
-RUN pip install --no-cache-dir decord2==3.4.0 av==18.1.0 pydantic-settings==2.16.3 python-multipart==0.0.34 \
-    "uvicorn[standard]==0.55.0"
+RUN pip install --no-cache-dir decord2==3.4.0 av==18.1.0 torchcodec==0.17.0 pydantic-settings==2.16.3 \
+    python-multipart==0.0.34 "uvicorn[standard]==0.55.0"
 
 WORKDIR /opt/sharp-serve
 COPY pyproject.toml README.md ./

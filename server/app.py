@@ -15,6 +15,7 @@ from .admission import Admission
 from .engine import Engine
 from .errors import install_error_handlers
 from .guard import RequestGuard
+from .media import video
 from .media.store import FileStore
 from .metrics import ServerMetrics
 from .presets import load_presets
@@ -36,6 +37,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        video.check_decoder(settings.media)  # a decoder that cannot load stops the start, with why
         factory = engine_factory
         if factory is None:
             from .engine import VLLMEngine

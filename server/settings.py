@@ -15,6 +15,11 @@ from sharp_plugin.core import parse_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The video decoder backends (server/media/decoders/) and where they decode.
+DecoderName = Literal["decord", "pyav", "torchcodec"]
+DecodeDevice = Literal["cpu", "cuda"]
+GPU_DECODERS = ("decord", "torchcodec")
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -81,6 +86,13 @@ class MediaSettings(_Section):
     max_video_pixels: int | None = Field(None, gt=0)
     max_videos_per_request: int = 4
     max_images_per_request: int = 4
+    # Which backend decodes (server/media/decoders/; README, "Media"): decord (decord2,
+    # the default), pyav (decodes forward between sampled frames: uniform sampling at
+    # about half decord's cost, bench/results/decode.md) or torchcodec (an optional extra
+    # that loads only where CUDA is installed). decode_device cuda: NVDEC, with a CUDA
+    # build of decord or with torchcodec; frames come back to the host for the processor.
+    decoder: DecoderName = "decord"
+    decode_device: DecodeDevice = "cpu"
     decode_threads: int = 2
     # decord readers per video, each on its own thread over its own GOPs (seek-sampling
     # in parallel; bench/decode.py). 1 = one reader.
@@ -91,6 +103,10 @@ class MediaSettings(_Section):
     def _frames(self) -> MediaSettings:
         if self.default_num_frames is not None and self.default_num_frames > self.max_frames:
             raise ValueError("default_num_frames must not exceed max_frames")
+        if self.decode_device == "cuda" and self.decoder not in GPU_DECODERS:
+            raise ValueError(
+                f"decoder {self.decoder} decodes on the CPU only; on cuda use one of {GPU_DECODERS}"
+            )
         return self
 
 

@@ -116,3 +116,15 @@ def test_the_decoder_is_decord2_alike_in_the_image_the_package_and_this_environm
         raise AssertionError("decord 0.6 is installed beside decord2")
     except PackageNotFoundError:
         pass
+
+
+def test_the_image_pins_the_pyav_tested_here_and_the_torchcodec_of_the_extra():
+    """pyav is a decoder backend (its forward decoding is tested here at this version);
+    torchcodec cannot load here (its wheel links CUDA), so the image takes the extra's pin."""
+    import av
+
+    (image_av,) = re.findall(r"\bav==([\d.]+)", DOCKERFILE)
+    assert image_av == av.__version__
+    (image_torchcodec,) = re.findall(r"torchcodec==([\d.]+)", DOCKERFILE)
+    (extra,) = re.findall(r'"torchcodec==([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert image_torchcodec == extra

@@ -58,6 +58,8 @@ async def resolve(
         video.decode,
         sampling=sampling.sampling if sampling else "uniform",
         readers=settings.media.decode_readers,
+        decoder=settings.media.decoder,
+        device=settings.media.decode_device,
     )
 
     resolved = ResolvedMedia(messages=[])

@@ -1,5 +1,6 @@
-"""Video decoding with decord: probe, seek-sample only the frames needed, resize to the
-model's pixel budget at decode time. Blocking: call from a worker thread."""
+"""Video decoding: probe, sample only the frames needed, resize to the model's pixel
+budget at decode time, with the backend `media.decoder` names (decoders/). Blocking: call
+from a worker thread."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from ..errors import InvalidRequest, PayloadTooLarge
 from ..settings import MediaSettings
+from .decoders import DecodeDevice, Decoder, DecoderName, InvalidMedia, VideoInfo, get_decoder
+
+__all__ = ["DecodedVideo", "InvalidMedia", "VideoInfo", "decode", "probe", "sample_indices"]
 
 # Qwen-VL frame sides are multiples of patch (14) x merge (2).
 SIZE_FACTOR = 28
@@ -22,29 +26,12 @@ SIZE_FACTOR = 28
 Sampling = Literal["uniform", "keyframes"]
 
 
-class InvalidMedia(UnsupportedMedia):
-    """Bytes that decord cannot decode as a video (corrupt, empty, unknown codec)."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    # Source indices of the keyframes, from the container's index ((0,) when it has none).
-    keyframes: tuple[int, ...] = (0,)
-
-    @property
-    def duration_s(self) -> float:
-        return self.num_frames / self.fps
-
-
 @dataclass(frozen=True)
 class DecodedVideo:
     frames: np.ndarray  # [T, H, W, 3] uint8
     indices: list[int]  # source frame index of each decoded frame
     info: VideoInfo
+    decoder: str = "decord"  # the backend that decoded it
 
     @property
     def estimated_tokens(self) -> int:
@@ -58,40 +45,20 @@ class DecodedVideo:
             "total_num_frames": self.info.num_frames,
             "fps": self.info.fps,
             "duration": self.info.duration_s,
-            "video_backend": "decord",
+            "video_backend": self.decoder,  # a label: vLLM's Qwen processors do not read it
             "frames_indices": list(self.indices),
             "do_sample_frames": False,
         }
 
 
-def _reader(path: Path, **kwargs):
-    import decord
-
-    try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), **kwargs)
-    except Exception as exc:  # decord raises its own DECORDError and RuntimeError
-        raise InvalidMedia(
-            "The file could not be decoded as a video", param="video", code="invalid_video"
-        ) from exc
-
-
-def probe(path: Path) -> VideoInfo:
-    """Open the container and read the stream's frame count, rate and size."""
+def probe(path: Path, decoder: Decoder | None = None) -> VideoInfo:
+    """Open the container and read the stream's frame count, rate, size and keyframes."""
     if path.stat().st_size == 0:
         raise InvalidMedia("The video is empty", param="video", code="invalid_video")
-    reader = _reader(path, num_threads=1)
-    num_frames = len(reader)
-    fps = float(reader.get_avg_fps())
-    if num_frames <= 0 or not math.isfinite(fps) or fps <= 0:
+    info = (decoder or get_decoder()).probe(path)
+    if info.num_frames <= 0 or not math.isfinite(info.fps) or info.fps <= 0:
         raise InvalidMedia("The video has no decodable frames", param="video", code="invalid_video")
-    height, width = reader[0].shape[:2]
-    try:
-        keyframes = tuple(sorted(int(i) for i in reader.get_key_indices())) or (0,)
-    except Exception:  # decord's own errors: a container without an index is one long GOP
-        keyframes = (0,)
-    return VideoInfo(
-        num_frames=num_frames, fps=fps, width=int(width), height=int(height), keyframes=keyframes
-    )
+    return info
 
 
 def check_limits(info: VideoInfo, limits: MediaSettings) -> None:
@@ -172,17 +139,20 @@ def decode(
     sampling: Sampling = "uniform",
     readers: int = 1,
     max_tokens: int | None = None,
+    decoder: DecoderName = "decord",
+    device: DecodeDevice = "cpu",
 ) -> DecodedVideo:
-    """Seek-sample the frames a request needs, resized at decode time.
+    """Sample the frames a request needs, resized at decode time, with `decoder`.
 
     `readers` > 1 splits the frames at keyframes into that many runs and decodes each
-    with its own decord reader on its own thread: runs start at different GOPs, so no
-    frame is decoded twice, and decord decodes with the GIL released. `sampling:
+    with its own reader on its own thread: runs start at different GOPs, so no frame is
+    decoded twice, and every backend decodes with the GIL released. `sampling:
     keyframes` moves each sampled frame to its nearest keyframe where that keyframe is
     not taken (a keyframe decodes alone; any other frame costs its GOP up to it).
     `max_tokens`: the unpruned visual tokens this video may add to its request, checked
     before any frame is decoded."""
-    info = probe(path)
+    backend = get_decoder(decoder, device)
+    info = probe(path, backend)
     check_limits(info, limits)
     indices = sample_indices(info, limits, num_frames, fps)
     width, height = target_size(info.width, info.height, frame_pixels(limits, len(indices)))
@@ -200,19 +170,12 @@ def decode(
         indices = snap_to_keyframes(indices, keyframes, info.num_frames)
     runs = split_at_keyframes(indices, keyframes, readers)
     if len(runs) == 1:
-        frames = _read(path, width, height, indices, threads)
+        frames = backend.read(path, info, indices, width, height, threads)
     else:
         with ThreadPoolExecutor(len(runs), thread_name_prefix="decode-run") as pool:
-            frames = np.concatenate(list(pool.map(lambda run: _read(path, width, height, run, 1), runs)))
-    return DecodedVideo(frames=frames, indices=indices, info=info)
-
-
-def _read(path: Path, width: int, height: int, indices: list[int], threads: int) -> np.ndarray:
-    reader = _reader(path, width=width, height=height, num_threads=threads)
-    try:
-        return reader.get_batch(indices).asnumpy()
-    except Exception as exc:
-        raise InvalidMedia("The video could not be decoded", param="video", code="invalid_video") from exc
+            parts = pool.map(lambda run: backend.read(path, info, run, width, height, 1), runs)
+            frames = np.concatenate(list(parts))
+    return DecodedVideo(frames=frames, indices=indices, info=info, decoder=decoder)
 
 
 def snap_to_keyframes(indices: list[int], keyframes: list[int], num_frames: int) -> list[int]:
@@ -247,3 +210,34 @@ def split_at_keyframes(indices: list[int], keyframes: list[int], runs: int) -> l
     cuts.sort()
     edges = [0, *cuts, len(indices)]
     return [list(indices[a:b]) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+
+
+def check_decoder(limits: MediaSettings) -> None:
+    """Decode a tiny clip, made here, with the configured backend and device: at start-up,
+    so that a decoder that cannot load (torchcodec without CUDA libraries, decord without
+    CUDA on `decode_device: cuda`) stops the server with its reason instead of failing
+    every video request."""
+    import tempfile
+
+    import av
+
+    with tempfile.TemporaryDirectory(prefix="sharp-decoder-check-") as scratch:
+        path = Path(scratch) / "check.mp4"
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream("libx264", rate=4)
+            stream.width = stream.height = 56
+            stream.pix_fmt = "yuv420p"
+            for level in range(4):
+                frame = np.full((56, 56, 3), 60 * level, dtype=np.uint8)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        try:
+            decoded = decode(path, limits, num_frames=2, decoder=limits.decoder, device=limits.decode_device)
+        except Exception as exc:
+            raise RuntimeError(
+                f"media.decoder {limits.decoder} on {limits.decode_device} cannot decode a test clip: "
+                f"{type(exc).__name__}: {exc.__cause__ or exc}"
+            ) from exc
+        if decoded.frames.shape[0] != 2:
+            count = decoded.frames.shape[0]
+            raise RuntimeError(f"media.decoder {limits.decoder} returned {count} of 2 frames")

@@ -226,14 +226,13 @@ def test_a_retention_under_the_floor_is_refused_before_any_media_work(tmp_path):
 
 
 def test_the_unpruned_token_cap_is_checked_before_decoding(tmp_path, monkeypatch):
-    from server.media import video
+    from server.media.decoders.decord_reader import DecordDecoder
     from tests.media import noise_video, write_mp4
 
     media = tmp_path / "media"
     media.mkdir()
     clip = write_mp4(media / "clip.mp4", noise_video(3, frames=16, size=224)[0], fps=8)  # 2 s
     decoded = []
-    monkeypatch.setattr(video, "_read", lambda *args: decoded.append(args) or None)
     settings = ServerSettings(
         engine={"model": "fake"},
         files={"directory": str(tmp_path / "files")},
@@ -244,6 +243,8 @@ def test_the_unpruned_token_cap_is_checked_before_decoding(tmp_path, monkeypatch
     part = {"type": "video_url", "video_url": {"url": f"file://{clip}"}}
     body = {"model": "fake", "messages": [{"role": "user", "content": [part, {"type": "text", "text": "?"}]}]}
     with TestClient(create_app(settings, engine_factory=FakeEngine)) as client:
+        # After start-up, whose decoder check decodes a clip of its own.
+        monkeypatch.setattr(DecordDecoder, "read", lambda *args: decoded.append(args) or None)
         response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 413, response.text
     error = response.json()["error"]
@@ -270,3 +271,53 @@ def test_requests_past_the_queue_get_429_with_retry_after_and_their_places_come_
         assert refused.json()["error"]["code"] == "queue_full"
         assert client.app.state.admission.admitted == 0
         assert client.post("/v1/chat/completions", json=body).status_code == 504  # admitted, then timed out
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_the_configured_decoder_decodes_the_requests_videos(tmp_path, monkeypatch, decoder):
+    from server.media.decoders.decord_reader import DecordDecoder
+    from server.media.decoders.pyav_reader import PyAVDecoder
+    from tests.media import frame_coded_video, write_mp4
+
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = write_mp4(media / "clip.mp4", frame_coded_video(20), fps=10, lossless=True)
+    settings = ServerSettings(
+        engine={"model": "fake"},
+        files={"directory": str(tmp_path / "files")},
+        security={"allowed_local_root": str(media)},
+        media={"decoder": decoder},
+    )
+    used = []
+    for backend in (DecordDecoder, PyAVDecoder):
+        read = backend.read
+        monkeypatch.setattr(
+            backend, "read", lambda self, *a, _read=read, **k: used.append(type(self)) or _read(self, *a, **k)
+        )
+    part = {"type": "video_url", "video_url": {"url": f"file://{clip}"}}
+    body = {"video": part, "media_io_kwargs": {"video": {"num_frames": 4}}}
+    with TestClient(create_app(settings, engine_factory=FakeEngine)) as client:
+        used.clear()  # the start-up check decodes a clip of its own
+        response = client.post("/v1/inspect/frames", json=body)
+    assert response.status_code == 200, response.text
+    assert set(used) == {PyAVDecoder if decoder == "pyav" else DecordDecoder}
+    frames = response.json()["data"]
+    assert [f["timestamp"] for f in frames] == [0.2, 0.7, 1.2, 1.7]
+
+
+def test_a_decoder_that_does_not_load_stops_the_start_with_its_reason(tmp_path):
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception:
+        pass
+    else:
+        pytest.skip("torchcodec loads here: this checks a host where it does not")
+    settings = ServerSettings(
+        engine={"model": "fake"},
+        files={"directory": str(tmp_path / "files")},
+        media={"decoder": "torchcodec"},
+    )
+    app = create_app(settings, engine_factory=FakeEngine)
+    refused = pytest.raises(RuntimeError, match="media.decoder torchcodec on cpu cannot decode a test clip")
+    with refused, TestClient(app):
+        pass

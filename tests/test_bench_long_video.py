@@ -45,6 +45,7 @@ def test_small_long_video_run_serves_past_the_context_and_measures_every_stage(t
                 assert cell["selection_ms"] > 0
             # Paired with the oracle over the same two needles.
             assert arm == "oracle" or cell["vs_oracle"]["n"] == 2
+            assert arm == "sharp" or cell["vs_sharp"]["n"] == 2  # and with ShaRP's default
         long = results[arm]["8"]
         # Only the kept tokens are in the prompt: every arm keeps the same count.
         assert long["prompt_tokens"] < CONTEXT

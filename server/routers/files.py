@@ -1,5 +1,5 @@
 """OpenAI Files API shape: create (multipart), list, retrieve, delete. A video is
-probed with decord on upload and refused with a 4xx if it is not a usable video."""
+probed on upload with the configured decoder and refused with a 4xx if it is not a usable video."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ async def create_file(request: Request, settings: SettingsDep, store: StoreDep):
 
 
 def _probe(path: Path, settings) -> dict:
-    info = video.probe(path)
+    info = video.probe(path, video.get_decoder(settings.media.decoder, settings.media.decode_device))
     video.check_limits(info, settings.media)
     return {
         "frames": info.num_frames,

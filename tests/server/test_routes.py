@@ -290,17 +290,28 @@ def test_the_configured_decoder_decodes_the_requests_videos(tmp_path, monkeypatc
     )
     used = []
     for backend in (DecordDecoder, PyAVDecoder):
-        read = backend.read
-        monkeypatch.setattr(
-            backend, "read", lambda self, *a, _read=read, **k: used.append(type(self)) or _read(self, *a, **k)
-        )
+        for method in ("probe", "read"):
+            original = getattr(backend, method)
+
+            def spy(self, *args, _original=original, _method=method, **kwargs):
+                used.append((type(self), _method))
+                return _original(self, *args, **kwargs)
+
+            monkeypatch.setattr(backend, method, spy)
     part = {"type": "video_url", "video_url": {"url": f"file://{clip}"}}
     body = {"video": part, "media_io_kwargs": {"video": {"num_frames": 4}}}
+    chosen = PyAVDecoder if decoder == "pyav" else DecordDecoder
     with TestClient(create_app(settings, engine_factory=FakeEngine)) as client:
         used.clear()  # the start-up check decodes a clip of its own
         response = client.post("/v1/inspect/frames", json=body)
+        assert set(used) == {(chosen, "probe"), (chosen, "read")}
+        used.clear()
+        upload = client.post(
+            "/v1/files", files={"file": ("c.mp4", clip.read_bytes())}, data={"purpose": "user_data"}
+        )
+        assert upload.status_code == 200, upload.text
+        assert used == [(chosen, "probe")]  # probed on upload with the configured decoder
     assert response.status_code == 200, response.text
-    assert set(used) == {PyAVDecoder if decoder == "pyav" else DecordDecoder}
     frames = response.json()["data"]
     assert [f["timestamp"] for f in frames] == [0.2, 0.7, 1.2, 1.7]
 

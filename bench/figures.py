@@ -82,7 +82,7 @@ def bench_table(name: str) -> str:
 BENCH_TABLES = (
     "prefill", "load", "redundancy", "soak", "soak_faults", "flops", "decode", "packed_scoring",
     "scoring_scaling", "scoring_memory", "long_video", "quality", "quality_prior_query",
-    "quality_segment_mask", "lmms_eval",
+    "quality_segment_mask", "lmms_eval", "long_video_ablation", "quality_long_model",
 )  # fmt: skip
 for _name in BENCH_TABLES:
     figure(f"table-{_name.replace('_', '-')}")(lambda name=_name: bench_table(name))
@@ -215,6 +215,35 @@ def long_video() -> str:
     return first_table("long_video") + "\n\n" + source_line("long_video")
 
 
+ABLATIONS = ("sharp-no-masking", "sharp-no-debias", "sharp-no-dedup")
+
+
+@figure("long-video-ablation")
+def long_video_ablation() -> str:
+    """ShaRP's three fixes, each switched off alone, on the long-video questions: the
+    accuracy change against ShaRP's default on the same videos, at both retentions."""
+    lines = [
+        "| r | question, clips | ShaRP default | " + " | ".join(f"{a} − sharp" for a in ABLATIONS) + " |",
+        "|---|---|---|" + "---|" * len(ABLATIONS),
+    ]
+    sources = []
+    for name in ("long_video_ablation", "long_video_ablation_r05"):
+        if not (RESULTS / f"{name}.json").exists():  # the r = 0.05 run is optional
+            continue
+        report = load(name)
+        questions = {"colour": report["results"], **report["kinds"]}
+        for kind, by_arm in questions.items():
+            for length, cell in by_arm["sharp"].items():
+                paired = [by_arm.get(arm, {}).get(length, {}).get("vs_sharp") for arm in ABLATIONS]
+                text = [f"{d['difference']:+.2f} ± {d['se']:.2f}" if d else "" for d in paired]
+                lines.append(
+                    f"| {report['retention']} | {kind}, {length} | {cell['accuracy']:.2f} ± "
+                    f"{cell['accuracy_se']:.2f} | " + " | ".join(text) + " |"
+                )
+        sources.append(source_line(name))
+    return "\n".join([*lines, "", *sources])
+
+
 @figure("hour")
 def hour() -> str:
     """The hour-long example: FLOPs from the cost model, times at an assumed sustained
@@ -252,3 +281,28 @@ def static_example() -> str:
     example = dict(load("redundancy")["speed"]["example"])
     example.pop("kind")
     return "```json\n" + json.dumps({"sharp": {"videos": [example]}}, indent=1) + "\n```"
+
+
+@figure("decoders")
+def decoders() -> str:
+    """Which decoder to choose: each backend's time against a full decode of the same
+    clip in the same round, for the sampling and readers a user picks between."""
+    report = load("decode")
+    names = [report["builds"]["installed"], report["decoders"]["pyav"]]
+    if report.get("torchcodec") == "measured":
+        names.append("torchcodec")
+    columns = [("uniform", 1), ("uniform", 2), ("keyframes", 1), ("keyframes", 2)]
+    lines = [
+        "Time of a "
+        f"{report['frames']}-frame decode over a full decode of the same clip in the same round "
+        f"(median [95% interval], {report['rounds']} interleaved rounds):",
+        "",
+        "| clip | decoder | " + " | ".join(f"{s}, {r} reader(s)" for s, r in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for clip, rows in report["arms"].items():
+        for name in names:
+            cells = [rows.get(f"{name}, {s}, {r} reader(s)") for s, r in columns]
+            text = [interval(cell["of_full_decode"], 3) if cell else "" for cell in cells]
+            lines.append(f"| {clip} | {name} | " + " | ".join(text) + " |")
+    return "\n".join([*lines, "", source_line("decode")])

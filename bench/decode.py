@@ -86,9 +86,49 @@ def bench_limits(frames: int):
 # --- the worker: one decord build, jobs on stdin, timings on stdout -------------------------
 
 
-def run_job(job: dict) -> int:
-    """Do one arm's work on one clip; return the frames it produced."""
+# Mean absolute difference (of 255) over a frame's thumbnail past which a decoded frame is
+# another frame: two resizers differ by about 1 here, neighbouring frames by 20 or more.
+WRONG_FRAME = 8.0
+
+
+def thumbnails(frames: np.ndarray) -> list:
+    """Each frame's quarter-scale grey thumbnail: enough to tell one frame from another."""
+    return frames[:, ::4, ::4].mean(axis=3).round().astype(int).tolist()
+
+
+def sequential_thumbnails(clip: Path, frames: int) -> list:
+    """The truth the decoders are checked against: a plain PyAV decode of every frame up
+    to the last sampled one (no seek, no skipped frame), the sampled ones converted at the
+    server's size."""
+    from server.media import video
+    from server.media.decoders import pyav_reader
+
+    limits = bench_limits(frames)
+    info = video.probe(clip, video.get_decoder("pyav"))
+    indices = video.sample_indices(info, limits, num_frames=frames)
+    width, height = video.target_size(info.width, info.height, video.frame_pixels(limits, len(indices)))
+    wanted, out = set(indices), {}
+    with av.open(str(clip)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                rgb = frame.to_ndarray(
+                    format="rgb24", width=width, height=height, interpolation=pyav_reader.RESIZE
+                )
+                out[index] = rgb
+            if index >= indices[-1]:
+                break
+    return thumbnails(np.stack([out[i] for i in indices]))
+
+
+def run_job(job: dict) -> int | list:
+    """Do one arm's work on one clip; return the frames it produced (a check: their
+    thumbnails)."""
     clip, frames = Path(job["clip"]), job["frames"]
+    if job["arm"] == "thumbnails":
+        from server.media import video
+
+        decoded = video.decode(clip, bench_limits(frames), num_frames=frames, decoder=job["decoder"])
+        return thumbnails(decoded.frames)
     if job["arm"] == "full":
         import decord
 
@@ -169,10 +209,14 @@ class Worker:
 # --- the run -----------------------------------------------------------------------------------
 
 
+def decoder_label(decoder: str, build_label: str) -> str:
+    """A backend with its version: decord's is its build's (decord 0.6.0 or decord2)."""
+    return {"decord": build_label, "pyav": f"pyav {av.__version__}"}.get(decoder, decoder)
+
+
 def arm_name(arm: dict, build_label: str) -> str:
     if arm["arm"] == "server":
-        label = {"decord": build_label, "pyav": f"pyav {av.__version__}"}.get(arm["decoder"], arm["decoder"])
-        return f"{label}, {arm['sampling']}, {arm['readers']} reader(s)"
+        return f"{decoder_label(arm['decoder'], build_label)}, {arm['sampling']}, {arm['readers']} reader(s)"
     return {"full": "full decode (decord, 1 reader)", "opencv": "vLLM's OpenCV loader"}[arm["arm"]]
 
 
@@ -210,7 +254,24 @@ def main() -> None:
     arms.append((args.builds[0], {"arm": "opencv"}))
 
     times: dict[str, dict[str, list[float]]] = {clip: {} for clip in clips}
+    frames_check: dict[str, dict[str, dict]] = {}
     try:
+        # Untimed, first: does each decoder return the frames it says it does?
+        for clip, path in clips.items():
+            truth = np.asarray(sequential_thumbnails(path, args.frames))
+            frames_check[clip] = {}
+            for build, decoder in decoders:
+                job = {"arm": "thumbnails", "decoder": decoder, "clip": str(path), "frames": args.frames}
+                outcome = workers[build].run(job)
+                if "error" in outcome:
+                    raise RuntimeError(f"{decoder} on {clip}: {outcome['error']}")
+                difference = np.abs(np.asarray(outcome["frames"]) - truth).mean(axis=(1, 2))
+                frames_check[clip][decoder_label(decoder, labels[build])] = {
+                    "wrong": int((difference > WRONG_FRAME).sum()),
+                    "of": len(difference),
+                    "max_difference": round(float(difference.max()), 1),
+                }
+            print(f"frames checked: {clip}", file=sys.stderr, flush=True)
         for build, arm in arms:  # a warm-up, untimed: first calls, the page cache
             workers[build].run({**arm, "clip": str(clips[args.clips[0]]), "frames": args.frames})
         for round_index in range(args.rounds):
@@ -229,6 +290,7 @@ def main() -> None:
     report = summarise(times, labels, args)
     report["torchcodec"] = "measured" if "error" not in torchcodec else f"not measured: {torchcodec['error']}"
     report["decoders"] = {"pyav": f"pyav {av.__version__}", **labels}
+    report["frames_check"] = frames_check
     out = output_dir(args, "decode")
     write_report(out, "decode", report, markdown, plot, sources=SOURCES, indent=2)
 
@@ -308,6 +370,22 @@ def markdown(report: dict) -> str:
     lines.append("|---|---|---|")
     for name, t in report["targets"].items():
         lines.append(f"| {name} | {_interval(t, 3)} | {'yes' if t['met'] else 'no'} |")
+    lines += [
+        "",
+        "## frames against a sequential decode (uniform, 1 reader; untimed)",
+        "",
+        f"Frames whose thumbnail differs from a plain decode's of the same index by more than "
+        f"{WRONG_FRAME:g} of 255 on average (another frame; resizers differ by about 1), and the "
+        "largest difference.",
+        "",
+        "| clip | decoder | wrong frames | largest difference |",
+        "|---|---|---|---|",
+    ]
+    for clip, by_decoder in report["frames_check"].items():
+        for label, check in by_decoder.items():
+            lines.append(
+                f"| {clip} | {label} | {check['wrong']} of {check['of']} | {check['max_difference']} |"
+            )
     lines += ["", f"torchcodec: {report['torchcodec']}", ""]
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """The GPU run's decode stage: whether decoding on the GPU beats the server's CPU decode.
 
 Arms, interleaved over rounds on one generated clip (H.264, 60 s of 720p in a real run):
-- `cpu`: the server's default decode (server/media/video.py: decord2, `uniform`, 2 readers);
+- `cpu`: the server's default decode (server/media/video.py: pyav, `uniform`, 2 readers);
 - `cuda: decord2`: the server's decode with `media.decode_device: cuda` (NVDEC where
   decord's build has it);
 - `cuda: torchcodec`: the same with `media.decoder: torchcodec`, where it is installed.
@@ -43,8 +43,8 @@ def decode_stage(out: Path, *, tiny: bool, rounds: int) -> dict:
 
         return run
 
-    cpu = arm("decord", "cpu", 2)
-    arms: dict[str, Callable[[], int]] = {"cpu: decord2, 2 readers": cpu}
+    cpu = arm("pyav", "cpu", 2)
+    arms: dict[str, Callable[[], int]] = {"cpu: pyav, 2 readers": cpu}
     not_run: dict[str, str] = {}
     gpu_arms = {"cuda: decord2": arm("decord", "cuda", 1), "cuda: torchcodec": arm("torchcodec", "cuda", 1)}
     for name, gpu_arm in gpu_arms.items():

@@ -86,12 +86,13 @@ class MediaSettings(_Section):
     max_video_pixels: int | None = Field(None, gt=0)
     max_videos_per_request: int = 4
     max_images_per_request: int = 4
-    # Which backend decodes (server/media/decoders/; README, "Media"): decord (decord2,
-    # the default), pyav (decodes forward between sampled frames: uniform sampling at
-    # about half decord's cost, bench/results/decode.md) or torchcodec (an optional extra
-    # that loads only where CUDA is installed). decode_device cuda: NVDEC, with a CUDA
-    # build of decord or with torchcodec; frames come back to the host for the processor.
-    decoder: DecoderName = "decord"
+    # Which backend decodes (server/media/decoders/; README, "Decoding"): pyav (the
+    # default: decodes forward between sampled frames, exact on every clip measured and
+    # the fastest in every cell of bench/results/decode.md), decord (decord2 3.4.0, which
+    # returns wrong frames on 10-minute clips there) or torchcodec (an optional extra that
+    # loads only where CUDA is installed). decode_device cuda: NVDEC, with a CUDA build of
+    # decord or with torchcodec; frames come back to the host for the processor.
+    decoder: DecoderName = "pyav"
     decode_device: DecodeDevice = "cpu"
     decode_threads: int = 2
     # decord readers per video, each on its own thread over its own GOPs (seek-sampling

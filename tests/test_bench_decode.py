@@ -29,5 +29,11 @@ def test_small_decode_run_times_every_arm_against_the_full_decode_of_its_round(t
     # 4 frames at keyframes (8 GOPs in the clip) decode far less than every frame.
     assert rows[f"{build}, keyframes, 1 reader(s)"]["of_full_decode"]["median"] < 0.5
     assert len(report["targets"]) == 6 and all(isinstance(t["met"], bool) for t in report["targets"].values())
+    # Every decoder's frames are checked against a sequential decode: on this clip all agree.
+    (checked,) = report["frames_check"].values()
+    assert set(checked) == {build, pyav}
+    assert all(c["wrong"] == 0 and c["of"] == 4 and c["max_difference"] < 8 for c in checked.values()), (
+        checked
+    )
     assert report["torchcodec"] == "measured" or report["torchcodec"].startswith("not measured: ")
     assert (tmp_path / "decode.png").stat().st_size > 10_000

@@ -32,7 +32,7 @@ def test_tiny_run_measures_every_stage_of_both_models(tmp_path):
     assert set(qwen3["not_run"]) == {"evs-0.25"}
     # The decode stage ran last: the server's CPU decode timed, the GPU decoders tried.
     decode = json.loads((tmp_path / "decode.json").read_text())
-    assert decode["seconds"]["cpu: decord2, 2 readers"]["n"] == 5
+    assert decode["seconds"]["cpu: pyav, 2 readers"]["n"] == 5
     assert set(decode["not_run"]) == {"cuda: decord2", "cuda: torchcodec"}  # no GPU here
     for result in (qwen25, qwen3):
         assert result["provenance"]["commit"] and result["provenance"]["command"]

@@ -31,7 +31,7 @@ class DecodedVideo:
     frames: np.ndarray  # [T, H, W, 3] uint8
     indices: list[int]  # source frame index of each decoded frame
     info: VideoInfo
-    decoder: str = "decord"  # the backend that decoded it
+    decoder: str = "pyav"  # the backend that decoded it
 
     @property
     def estimated_tokens(self) -> int:
@@ -139,7 +139,7 @@ def decode(
     sampling: Sampling = "uniform",
     readers: int = 1,
     max_tokens: int | None = None,
-    decoder: DecoderName = "decord",
+    decoder: DecoderName = "pyav",
     device: DecodeDevice = "cpu",
 ) -> DecodedVideo:
     """Sample the frames a request needs, resized at decode time, with `decoder`.

@@ -226,7 +226,7 @@ def test_a_retention_under_the_floor_is_refused_before_any_media_work(tmp_path):
 
 
 def test_the_unpruned_token_cap_is_checked_before_decoding(tmp_path, monkeypatch):
-    from server.media.decoders.decord_reader import DecordDecoder
+    from server.media.decoders.pyav_reader import PyAVDecoder
     from tests.media import noise_video, write_mp4
 
     media = tmp_path / "media"
@@ -244,7 +244,7 @@ def test_the_unpruned_token_cap_is_checked_before_decoding(tmp_path, monkeypatch
     body = {"model": "fake", "messages": [{"role": "user", "content": [part, {"type": "text", "text": "?"}]}]}
     with TestClient(create_app(settings, engine_factory=FakeEngine)) as client:
         # After start-up, whose decoder check decodes a clip of its own.
-        monkeypatch.setattr(DecordDecoder, "read", lambda *args: decoded.append(args) or None)
+        monkeypatch.setattr(PyAVDecoder, "read", lambda *args: decoded.append(args) or None)
         response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 413, response.text
     error = response.json()["error"]

@@ -1,9 +1,10 @@
 """Video decoder backends, chosen by `media.decoder` (docs: README, "Media"):
 
-- `decord` (decord2, the maintained fork of decord): the default; seek-samples, and its
-  keyframe sampling is the cheapest there is.
-- `pyav` (FFmpeg through PyAV): decodes forward between sampled frames and drops
-  unreferenced frames, so uniform sampling costs about half of what decord's does. CPU only.
+- `pyav` (FFmpeg through PyAV), the default: decodes forward between sampled frames and
+  drops unreferenced frames; exact, and the fastest in every cell of the decode bench.
+  CPU only.
+- `decord` (decord2, the maintained fork of decord): seek-samples. decord2 3.4.0 returns
+  wrong frames on 10-minute 720p and 1080p clips (bench/results/decode.md, "frames").
 - `torchcodec`: an optional extra that loads where CUDA is installed; CPU or NVDEC.
 
 `media.decode_device: cuda` decodes on the GPU with decord (a CUDA build) or torchcodec."""
@@ -18,7 +19,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-def get_decoder(name: DecoderName = "decord", device: DecodeDevice = "cpu") -> Decoder:
+def get_decoder(name: DecoderName = "pyav", device: DecodeDevice = "cpu") -> Decoder:
     if device == "cuda" and name not in GPU_DECODERS:
         raise ValueError(f"media.decoder {name} decodes on the CPU only; GPU decoders: {GPU_DECODERS}")
     if name == "decord":

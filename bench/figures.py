@@ -295,14 +295,17 @@ def decoders() -> str:
     lines = [
         "Time of a "
         f"{report['frames']}-frame decode over a full decode of the same clip in the same round "
-        f"(median [95% interval], {report['rounds']} interleaved rounds):",
+        f"(median [95% interval], {report['rounds']} interleaved rounds), and the uniform "
+        "frames that are not the frame asked for (against a sequential decode):",
         "",
-        "| clip | decoder | " + " | ".join(f"{s}, {r} reader(s)" for s, r in columns) + " |",
-        "|---|---|" + "---|" * len(columns),
+        "| clip | decoder | " + " | ".join(f"{s}, {r} reader(s)" for s, r in columns) + " | wrong frames |",
+        "|---|---|" + "---|" * len(columns) + "---|",
     ]
     for clip, rows in report["arms"].items():
         for name in names:
             cells = [rows.get(f"{name}, {s}, {r} reader(s)") for s, r in columns]
             text = [interval(cell["of_full_decode"], 3) if cell else "" for cell in cells]
+            check = report["frames_check"][clip][name]
+            text.append(f"{check['wrong']} of {check['of']}")
             lines.append(f"| {clip} | {name} | " + " | ".join(text) + " |")
     return "\n".join([*lines, "", source_line("decode")])

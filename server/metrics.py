@@ -37,7 +37,7 @@ class ServerMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
         )  # fmt: skip
         self.decode_seconds = Histogram(
-            "sharp_video_decode_seconds", "decord decode time per video", registry=self.registry,
+            "sharp_video_decode_seconds", "Decode time per video (media.decoder)", registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )  # fmt: skip
 

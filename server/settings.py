@@ -88,14 +88,14 @@ class MediaSettings(_Section):
     max_images_per_request: int = 4
     # Which backend decodes (server/media/decoders/; README, "Decoding"): pyav (the
     # default: decodes forward between sampled frames, exact on every clip measured and
-    # the fastest in every cell of bench/results/decode.md), decord (decord2 3.4.0, which
+    # as fast or faster in every cell of bench/results/decode.md), decord (decord2 3.4.0, which
     # returns wrong frames on 10-minute clips there) or torchcodec (an optional extra that
     # loads only where CUDA is installed). decode_device cuda: NVDEC, with a CUDA build of
     # decord or with torchcodec; frames come back to the host for the processor.
     decoder: DecoderName = "pyav"
     decode_device: DecodeDevice = "cpu"
     decode_threads: int = 2
-    # decord readers per video, each on its own thread over its own GOPs (seek-sampling
+    # Readers per video, each on its own thread over its own GOPs (seek-sampling
     # in parallel; bench/decode.py). 1 = one reader.
     decode_readers: int = Field(2, ge=1, le=64)
     fetch_timeout_s: float = 30.0

@@ -124,7 +124,8 @@ def test_the_image_pins_the_pyav_tested_here_and_the_torchcodec_of_the_extra():
     import av
 
     (image_av,) = re.findall(r"\bav==([\d.]+)", DOCKERFILE)
-    assert image_av == av.__version__
+    (package_av,) = re.findall(r'"av==([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert image_av == package_av == av.__version__
     (image_torchcodec,) = re.findall(r"torchcodec==([\d.]+)", DOCKERFILE)
     (extra,) = re.findall(r'"torchcodec==([\d.]+)"', (REPO / "pyproject.toml").read_text())
     assert image_torchcodec == extra
